@@ -1,0 +1,703 @@
+"""A client for the OCI distribution API (Docker registry HTTP API v2).
+
+Only imported on pull, push and login paths: it loads httpx, chosen because it is a maintained
+HTTP/1.1 client with streaming bodies, per-phase timeouts and redirects that can be turned off,
+so that rl follows them itself and decides which host sees the Authorization header.
+
+Authentication follows the registry's `WWW-Authenticate` challenge (distribution's
+docs/spec/auth/token.md): the first request goes out bare; a 401 names the scheme.
+  - Bearer: GET <realm>?service=<service>&scope=repository:<name>:pull[,push], with Basic
+    credentials when rl has them (or an OAuth2 refresh-token POST for an identity token).
+    The token is reused per scope until `expires_in` (default 60 s) runs out.
+  - Basic: the credentials go with every request to the registry's own origin.
+A 401 is retried once with a fresh token; a second one is an error.
+
+Transport: with tls_verify=True (the default) only HTTPS with certificate verification.
+With tls_verify=False or insecure=True (podman's `--tls-verify=false` / registries.conf
+`insecure = true`) rl tries HTTPS without verification first and falls back to plain HTTP
+when the HTTPS connection cannot be made, as containers/image does; the choice is made once
+per client.
+
+Everything fetched is verified: manifests against the digest asked for (or hashed when asked
+by tag, with Docker-Content-Digest as a cross-check only), blobs against their digest and
+descriptor size as they stream. Transient failures (connection errors, 408, 429 with
+Retry-After, 5xx) are retried with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from rootless.errors import RegistryError, UsageError
+from rootless.image.auth import Credentials
+from rootless.image.reference import api_host, validate_digest
+
+MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+MAX_TOKEN_RESPONSE = 1024 * 1024
+MAX_ERROR_BODY = 64 * 1024
+BLOB_CHUNK = 1024 * 1024
+UPLOAD_CHUNK = 16 * 1024 * 1024
+MAX_REDIRECTS = 10
+DEFAULT_TOKEN_LIFETIME = 60.0
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
+_NOT_KNOWN_CODES = frozenset({"MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"})
+_CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
+USER_AGENT = "rl/0.1 (rootless containers)"
+
+Content = bytes | Callable[[], Iterator[bytes]] | None
+
+
+def new_hasher(digest: str) -> hashlib._Hash:
+    """A hashlib object for the algorithm of `digest` (sha256 or sha512)."""
+    try:
+        validate_digest(digest)
+    except UsageError as exc:
+        raise RegistryError(exc.message) from None
+    return hashlib.new(digest.split(":", 1)[0])
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """('bearer', {'realm': ..., 'service': ...}) from a WWW-Authenticate value."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {
+        m.group(1).lower(): (
+            m.group(2).replace('\\"', '"') if m.group(2) is not None else m.group(3)
+        )
+        for m in _CHALLENGE_PARAM.finditer(rest)
+    }
+    return scheme.lower(), params
+
+
+def _registry_errors(body: bytes) -> list[tuple[str, str]]:
+    """[(code, message)] from a registry error body ({"errors": [{"code", "message"}]})."""
+    import json
+
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return []
+    errors = data.get("errors") if isinstance(data, dict) else None
+    if not isinstance(errors, list):
+        return []
+    return [
+        (str(e.get("code", "")), str(e.get("message", ""))) for e in errors if isinstance(e, dict)
+    ]
+
+
+def _same_origin(a: str, b: str) -> bool:
+    ua, ub = urlsplit(a), urlsplit(b)
+    return (ua.scheme, ua.hostname, ua.port) == (ub.scheme, ub.hostname, ub.port)
+
+
+class _Token:
+    __slots__ = ("value", "expires")
+
+    def __init__(self, value: str, expires: float) -> None:
+        self.value = value
+        self.expires = expires
+
+
+class RegistryClient:
+    """One registry, one HTTP connection pool. Safe to share between download threads."""
+
+    def __init__(
+        self,
+        registry: str,
+        *,
+        tls_verify: bool = True,
+        insecure: bool = False,
+        credentials: Credentials | None = None,
+        timeout: float = 60.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        max_retry_after: float = 30.0,
+    ) -> None:
+        self.registry = registry
+        self.host = api_host(registry)
+        self.insecure = insecure or not tls_verify
+        self.credentials = credentials
+        self.retries = retries
+        self.backoff = backoff
+        self.max_retry_after = max_retry_after
+        self._scheme: str | None = None if self.insecure else "https"
+        self._challenge: tuple[str, dict[str, str]] | None = None
+        self._tokens: dict[str, _Token] = {}
+        self._lock = threading.Lock()
+        self._client = httpx.Client(
+            verify=not self.insecure,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
+            follow_redirects=False,
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    # lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # URLs ------------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        if self._scheme is None:
+            self._scheme = self._probe_scheme()
+        return f"{self._scheme}://{self.host}"
+
+    def _probe_scheme(self) -> str:
+        # Insecure registries: HTTPS without verification when it answers at all, else HTTP.
+        try:
+            with self._client.stream("GET", f"https://{self.host}/v2/"):
+                return "https"
+        except httpx.TransportError:
+            return "http"
+
+    def _url(self, path_or_url: str) -> str:
+        if path_or_url.startswith(("http://", "https://")):
+            return path_or_url
+        return self.base_url + path_or_url
+
+    # sending ---------------------------------------------------------------------------------
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        headers: dict[str, str] | None = None,
+        content: Content = None,
+        auth: Callable[[], dict[str, str]] | None = None,
+    ) -> httpx.Response:
+        """One request with retries for transient failures; the response is streamed."""
+        attempt = 0
+        while True:
+            request_headers = dict(headers or {})
+            if auth is not None:
+                request_headers.update(auth())
+            body = content() if callable(content) else content
+            try:
+                request = self._client.build_request(
+                    method, url, headers=request_headers, content=body
+                )
+                response = self._client.send(request, stream=True)
+            except httpx.TransportError as exc:
+                if attempt < self.retries:
+                    self._sleep(self.backoff * 2**attempt)
+                    attempt += 1
+                    continue
+                raise RegistryError(
+                    f"{what}: cannot reach registry {self.registry}: {exc or type(exc).__name__}",
+                    "check the registry name and your network; for a plain-HTTP registry "
+                    "use --tls-verify=false",
+                ) from None
+            if response.status_code in TRANSIENT_STATUS and attempt < self.retries:
+                delay = self._retry_after(response) if response.status_code in (429, 503) else None
+                response.close()
+                self._sleep(delay if delay is not None else self.backoff * 2**attempt)
+                attempt += 1
+                continue
+            return response
+
+    def _retry_after(self, response: httpx.Response) -> float | None:
+        value = response.headers.get("Retry-After", "").strip()
+        if not value.isdigit():
+            return None
+        return min(float(value), self.max_retry_after)
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def _request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        scope: str | None,
+        what: str,
+        headers: dict[str, str] | None = None,
+        content: Content = None,
+    ) -> httpx.Response:
+        """A request to the registry itself: authenticated as its last challenge asked."""
+        url = self._url(path_or_url)
+        refreshed = False
+        while True:
+            response = self._send(
+                method,
+                url,
+                what=what,
+                headers=headers,
+                content=content,
+                auth=lambda: self._auth_headers(scope, what),
+            )
+            if response.status_code != 401 or refreshed:
+                return response
+            challenges = response.headers.get_list("WWW-Authenticate")
+            response.read()
+            response.close()
+            challenge = _pick_challenge(challenges)
+            if challenge is None:
+                return response
+            with self._lock:
+                self._challenge = challenge
+                self._tokens.pop(scope or "", None)
+            if challenge[0] == "basic" and self.credentials is None:
+                return response
+            refreshed = True
+
+    def _auth_headers(self, scope: str | None, what: str) -> dict[str, str]:
+        challenge = self._challenge
+        if challenge is None:
+            return {}
+        scheme, params = challenge
+        if scheme == "basic":
+            if self.credentials is None:
+                return {}
+            raw = f"{self.credentials.username}:{self.credentials.password}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+        return {"Authorization": "Bearer " + self._token(scope, params, what)}
+
+    def _token(self, scope: str | None, params: dict[str, str], what: str) -> str:
+        key = scope or ""
+        with self._lock:
+            cached = self._tokens.get(key)
+            if cached is not None and cached.expires > time.monotonic():
+                return cached.value
+            token = self._fetch_token(scope, params, what)
+            self._tokens[key] = token
+            return token.value
+
+    def _fetch_token(self, scope: str | None, params: dict[str, str], what: str) -> _Token:
+        realm = params.get("realm")
+        if not realm or urlsplit(realm).scheme not in ("http", "https"):
+            raise RegistryError(
+                f"{what}: registry {self.registry} sent a bearer challenge without a usable realm"
+            )
+        if urlsplit(realm).scheme == "http" and not self.insecure:
+            raise RegistryError(
+                f"{what}: registry {self.registry} asks for credentials over plain HTTP ({realm})",
+                "use --tls-verify=false only for registries you trust",
+            )
+        query: dict[str, str] = {}
+        if params.get("service"):
+            query["service"] = params["service"]
+        if scope:
+            query["scope"] = scope
+        creds = self.credentials
+        started = time.monotonic()
+        if creds is not None and creds.identity_token:
+            form = dict(
+                query,
+                grant_type="refresh_token",
+                refresh_token=creds.identity_token,
+                client_id="rl",
+            )
+            response = self._send(
+                "POST",
+                realm,
+                what=what,
+                content=str(httpx.QueryParams(form)).encode(),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+        else:
+            headers = {}
+            if creds is not None:
+                raw = f"{creds.username}:{creds.password}".encode()
+                headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+            url = str(httpx.URL(realm).copy_merge_params(query))
+            response = self._send("GET", url, what=what, headers=headers)
+        with response:
+            body = _read_limited(response, MAX_TOKEN_RESPONSE, what, self.registry)
+            if response.status_code in (401, 403):
+                if creds is not None:
+                    raise RegistryError(
+                        f"{what}: {self.registry} refused the credentials: invalid username "
+                        f"or password (HTTP {response.status_code})",
+                        f"log in again: rl login {self.registry}",
+                    )
+                raise RegistryError(
+                    f"{what}: {self.registry} requires authentication (HTTP {response.status_code})",
+                    f"log in first: rl login {self.registry}",
+                )
+            if response.status_code != 200:
+                raise RegistryError(
+                    f"{what}: the token server of {self.registry} answered HTTP {response.status_code}"
+                )
+        import json
+
+        try:
+            data = json.loads(body)
+            value = data.get("token") or data.get("access_token")
+            lifetime = float(data.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
+        except (ValueError, AttributeError, TypeError):
+            value, lifetime = None, 0.0
+        if not isinstance(value, str) or not value:
+            raise RegistryError(f"{what}: the token server of {self.registry} sent no token")
+        # Keep a margin so a token is not sent in the second it expires.
+        return _Token(value, started + max(lifetime, 1.0) * 0.9)
+
+    # errors ----------------------------------------------------------------------------------
+    def _fail(self, response: httpx.Response, what: str, name: str | None = None) -> RegistryError:
+        try:
+            body = _read_limited(response, MAX_ERROR_BODY, what, self.registry)
+        except RegistryError:
+            body = b""
+        finally:
+            response.close()
+        errors = _registry_errors(body)
+        code = errors[0][0] if errors else ""
+        detail = errors[0][1] if errors else ""
+        status = response.status_code
+        if status == 404 or code in _NOT_KNOWN_CODES:
+            thing = "blob" if code == "BLOB_UNKNOWN" else "image"
+            return RegistryError(
+                f"{thing} not known: {name or self.registry} ({code or 'HTTP 404'})",
+                "check the name and tag; `rl login` first if the repository is private",
+            )
+        if status == 401:
+            if self.credentials is not None:
+                return RegistryError(
+                    f"{what}: {self.registry} refused the credentials (HTTP 401 {code or 'UNAUTHORIZED'})",
+                    f"check the user's access, or log in again: rl login {self.registry}",
+                )
+            return RegistryError(
+                f"{what}: {self.registry} requires authentication (HTTP 401 {code or 'UNAUTHORIZED'})",
+                f"log in first: rl login {self.registry}",
+            )
+        if status == 403:
+            return RegistryError(
+                f"{what}: access denied by {self.registry} (HTTP 403 {code or 'DENIED'})"
+            )
+        suffix = f" {code}" if code else ""
+        suffix += f": {detail}" if detail else ""
+        return RegistryError(f"{what}: registry {self.registry} answered HTTP {status}{suffix}")
+
+    # API -------------------------------------------------------------------------------------
+    def ping(self) -> None:
+        """GET /v2/ with authentication: succeeds when the registry accepts rl's credentials."""
+        what = f"logging in to {self.registry}"
+        response = self._request("GET", "/v2/", scope=None, what=what)
+        if response.status_code != 200:
+            raise self._fail(response, what)
+        response.close()
+
+    def get_manifest(
+        self, repository: str, reference: str, accept: Sequence[str]
+    ) -> tuple[bytes, str, str]:
+        """(body, media type, digest) of a manifest or index, verified against its digest."""
+        by_digest = ":" in reference
+        name = f"{self.registry}/{repository}" + (f"@{reference}" if by_digest else f":{reference}")
+        what = f"fetching manifest {name}"
+        if by_digest:
+            new_hasher(reference)
+        response = self._request(
+            "GET",
+            f"/v2/{repository}/manifests/{reference}",
+            scope=_scope(repository),
+            what=what,
+            headers={"Accept": ", ".join(accept)},
+        )
+        with response:
+            if response.status_code != 200:
+                raise self._fail(response, what, name)
+            body = _read_limited(response, MAX_MANIFEST_SIZE, what, self.registry)
+        if by_digest:
+            hasher = new_hasher(reference)
+            hasher.update(body)
+            digest = f"{hasher.name}:{hasher.hexdigest()}"
+            if digest != reference:
+                raise RegistryError(
+                    f"{what}: the registry sent content with digest {digest}",
+                    "the registry or something between it and you altered the manifest",
+                )
+        else:
+            digest = sha256_digest(body)
+            claimed = response.headers.get("Docker-Content-Digest", "")
+            if claimed.startswith("sha256:") and claimed != digest:
+                raise RegistryError(
+                    f"{what}: the manifest's digest is {digest} but the registry says {claimed}"
+                )
+        media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+        return body, _manifest_media_type(media_type, body), digest
+
+    @contextmanager
+    def blob_stream(
+        self, repository: str, digest: str, size: int | None
+    ) -> Iterator[Iterator[bytes]]:
+        """Chunks of a blob, verified while they stream.
+
+        The iterator raises RegistryError when more than `size` bytes arrive, and after the
+        last chunk when the size or digest is wrong: the consumer must then discard what it
+        wrote. Redirects (to a storage host) are followed without the Authorization header
+        unless they stay on the registry's own origin.
+        """
+        hasher = new_hasher(digest)
+        name = f"{self.registry}/{repository}@{digest}"
+        what = f"fetching blob {name}"
+        response = self._blob_response(repository, digest, what, name)
+        try:
+            length = response.headers.get("Content-Length")
+            if size is not None and length is not None and length.isdigit() and int(length) != size:
+                raise RegistryError(
+                    f"{what}: the registry sends {length} bytes but the descriptor says {size}"
+                )
+            yield self._verified(response, hasher, digest, size, what)
+        finally:
+            response.close()
+
+    def _blob_response(self, repository: str, digest: str, what: str, name: str) -> httpx.Response:
+        headers = {"Accept-Encoding": "identity"}
+        scope = _scope(repository)
+        url = self._url(f"/v2/{repository}/blobs/{digest}")
+        response = self._request("GET", url, scope=scope, what=what, headers=headers)
+        for _ in range(MAX_REDIRECTS):
+            if response.status_code not in _REDIRECT_STATUS:
+                break
+            location = response.headers.get("Location")
+            response.close()
+            if not location:
+                raise RegistryError(f"{what}: {self.registry} redirected without a Location")
+            url = urljoin(url, location)
+            if _same_origin(url, self.base_url):
+                response = self._request("GET", url, scope=scope, what=what, headers=headers)
+            else:
+                # Another host (a CDN or object store): rl's credentials never go there.
+                response = self._send("GET", url, what=what, headers=headers)
+        else:
+            response.close()
+            raise RegistryError(f"{what}: more than {MAX_REDIRECTS} redirects")
+        if response.status_code != 200:
+            raise self._fail(response, what, name)
+        return response
+
+    def _verified(
+        self,
+        response: httpx.Response,
+        hasher: hashlib._Hash,
+        digest: str,
+        size: int | None,
+        what: str,
+    ) -> Iterator[bytes]:
+        received = 0
+        try:
+            for chunk in response.iter_bytes(BLOB_CHUNK):
+                received += len(chunk)
+                if size is not None and received > size:
+                    raise RegistryError(f"{what}: more data than the descriptor's {size} bytes")
+                hasher.update(chunk)
+                yield chunk
+        except httpx.TransportError as exc:
+            raise RegistryError(
+                f"{what}: the download from {self.registry} broke off: {exc}"
+            ) from None
+        if size is not None and received != size:
+            raise RegistryError(f"{what}: received {received} bytes, the descriptor says {size}")
+        actual = f"{hasher.name}:{hasher.hexdigest()}"
+        if actual != digest:
+            raise RegistryError(
+                f"{what}: digest mismatch: the content has digest {actual}",
+                "the blob was altered in the registry or in transit; it was discarded",
+            )
+
+    def fetch_blob(self, repository: str, digest: str, size: int | None, dest: BinaryIO) -> None:
+        """Write a verified blob to `dest` (the caller discards `dest` when this raises)."""
+        with self.blob_stream(repository, digest, size) as chunks:
+            for chunk in chunks:
+                dest.write(chunk)
+
+    def read_blob(self, repository: str, digest: str, size: int | None, limit: int) -> bytes:
+        """A small verified blob (a config) in memory; refused when larger than `limit`."""
+        if size is not None and size > limit:
+            raise RegistryError(
+                f"fetching blob {self.registry}/{repository}@{digest}: {size} bytes is more "
+                f"than rl accepts for it ({limit})"
+            )
+        parts: list[bytes] = []
+        received = 0
+        with self.blob_stream(repository, digest, size) as chunks:
+            for chunk in chunks:
+                received += len(chunk)
+                if received > limit:
+                    raise RegistryError(
+                        f"fetching blob {self.registry}/{repository}@{digest}: more than {limit} bytes"
+                    )
+                parts.append(chunk)
+        return b"".join(parts)
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        what = f"checking blob {self.registry}/{repository}@{digest}"
+        response = self._request(
+            "HEAD",
+            f"/v2/{repository}/blobs/{digest}",
+            scope=_scope(repository, push=True),
+            what=what,
+        )
+        response.close()
+        if response.status_code == 200:
+            return True
+        if response.status_code == 404:
+            return False
+        raise self._fail(response, what)
+
+    def push_blob(self, repository: str, data_or_path: bytes | Path, digest: str) -> None:
+        """Upload a blob unless the registry has it: one PUT for bytes, PATCH chunks for a file."""
+        hasher = new_hasher(digest)
+        what = f"pushing blob {digest} to {self.registry}/{repository}"
+        if self.blob_exists(repository, digest):
+            return
+        scope = _scope(repository, push=True)
+        if isinstance(data_or_path, bytes):
+            hasher.update(data_or_path)
+            _check_local_digest(hasher, digest, what)
+        response = self._request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, what=what)
+        if response.status_code != 202:
+            raise self._fail(response, what)
+        location = self._location(response, what)
+        if isinstance(data_or_path, Path):
+            offset = 0
+            with open(data_or_path, "rb") as f:
+                while chunk := f.read(UPLOAD_CHUNK):
+                    hasher.update(chunk)
+                    response = self._request(
+                        "PATCH",
+                        location,
+                        scope=scope,
+                        what=what,
+                        content=chunk,
+                        headers={
+                            "Content-Type": "application/octet-stream",
+                            "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
+                        },
+                    )
+                    if response.status_code != 202:
+                        raise self._fail(response, what)
+                    location = self._location(response, what)
+                    offset += len(chunk)
+            _check_local_digest(hasher, digest, what)
+            body = b""
+        else:
+            body = data_or_path
+        url = str(httpx.URL(location).copy_merge_params({"digest": digest}))
+        response = self._request(
+            "PUT",
+            url,
+            scope=scope,
+            what=what,
+            content=body,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        if response.status_code != 201:
+            raise self._fail(response, what)
+        response.close()
+
+    def _location(self, response: httpx.Response, what: str) -> str:
+        location = response.headers.get("Location")
+        response.close()
+        if not location:
+            raise RegistryError(f"{what}: {self.registry} sent no upload Location")
+        return urljoin(str(response.url), location)
+
+    def push_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
+        """PUT a manifest under a tag or digest; returns its digest."""
+        digest = sha256_digest(body)
+        what = f"pushing manifest {self.registry}/{repository}:{reference}"
+        response = self._request(
+            "PUT",
+            f"/v2/{repository}/manifests/{reference}",
+            scope=_scope(repository, push=True),
+            what=what,
+            content=body,
+            headers={"Content-Type": media_type},
+        )
+        if response.status_code not in (200, 201):
+            raise self._fail(response, what)
+        response.close()
+        claimed = response.headers.get("Docker-Content-Digest", "")
+        if claimed.startswith("sha256:") and claimed != digest:
+            raise RegistryError(f"{what}: the registry stored digest {claimed}, rl sent {digest}")
+        return digest
+
+
+def _scope(repository: str, push: bool = False) -> str:
+    return f"repository:{repository}:{'pull,push' if push else 'pull'}"
+
+
+def _pick_challenge(values: list[str]) -> tuple[str, dict[str, str]] | None:
+    parsed = [parse_challenge(v) for v in values if v.strip()]
+    for scheme in ("bearer", "basic"):
+        for challenge in parsed:
+            if challenge[0] == scheme:
+                return challenge
+    return None
+
+
+def _check_local_digest(hasher: hashlib._Hash, digest: str, what: str) -> None:
+    actual = f"{hasher.name}:{hasher.hexdigest()}"
+    if actual != digest:
+        raise RegistryError(f"{what}: the data to push has digest {actual}")
+
+
+def _read_limited(response: httpx.Response, limit: int, what: str, registry: str) -> bytes:
+    length = response.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > limit:
+        raise RegistryError(
+            f"{what}: {registry} announces {length} bytes, more than the {limit} rl accepts"
+        )
+    parts: list[bytes] = []
+    total = 0
+    try:
+        for chunk in response.iter_bytes():
+            total += len(chunk)
+            if total > limit:
+                raise RegistryError(
+                    f"{what}: {registry} sent more than the {limit} bytes rl accepts"
+                )
+            parts.append(chunk)
+    except httpx.TransportError as exc:
+        raise RegistryError(f"{what}: the answer from {registry} broke off: {exc}") from None
+    return b"".join(parts)
+
+
+def _manifest_media_type(header: str, body: bytes) -> str:
+    """The Content-Type when it is specific, else the body's own mediaType or shape."""
+    if header and header not in ("application/json", "text/plain", "application/octet-stream"):
+        return header
+    import json
+
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return header
+    if not isinstance(data, dict):
+        return header
+    declared = data.get("mediaType")
+    if isinstance(declared, str) and declared:
+        return declared
+    from rootless.image import mediatypes
+
+    if data.get("schemaVersion") == 1:
+        return mediatypes.DOCKER_SCHEMA1
+    if "manifests" in data:
+        return mediatypes.OCI_INDEX
+    if "config" in data and "layers" in data:
+        return mediatypes.OCI_MANIFEST
+    return header
