@@ -1,0 +1,254 @@
+"""Unpacking crafted layers: every tar entry kind, overlay's whiteout format, hostile layers.
+
+As root the extractor runs directly; as an ordinary user it runs in a user namespace (mknod
+of a 0:0 whiteout and chown need one), the way rl itself runs it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from rootless.errors import ImageError, RlError
+from rootless.image.unpack import CHUNK, clean_name, unpack_layer
+from tests.layer_fixtures import (
+    LayerBuilder,
+    gzip_bytes,
+    make_sentinel,
+    malicious_layers,
+    sha256_digest,
+    snapshot,
+    zstd_bytes,
+)
+
+ROOT = os.getuid() == 0
+
+
+def unpack(data: bytes, dest: Path, compression: str = "none", diff_id: str | None = None):
+    """unpack_layer as root, directly or inside a user namespace; returns the notices."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if ROOT:
+        return unpack_layer(io.BytesIO(data), compression, dest, diff_id).notices
+    from rootless.runtime.userns import run_in_userns
+
+    out = dest.parent / (dest.name + ".result")
+
+    def child() -> None:
+        res = unpack_layer(io.BytesIO(data), compression, dest, diff_id)
+        out.write_text(json.dumps(res.notices))
+
+    try:
+        run_in_userns(child, name="rl:[test-unpack]")
+    except RlError as exc:
+        raise ImageError(exc.message) from None
+    return json.loads(out.read_text())
+
+
+def mode(p: Path) -> int:
+    return os.lstat(p).st_mode
+
+
+# -- names ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, parts", [
+    (b"a/b", [b"a", b"b"]),
+    (b"./a//b/", [b"a", b"b"]),
+    (b"/etc/passwd", [b"etc", b"passwd"]),
+    (b"a/../b", [b"b"]),
+    (b".", []),
+])
+def test_clean_name(name, parts):
+    assert clean_name(name) == parts
+
+
+@pytest.mark.parametrize("name", [b"..", b"../x", b"a/../../x", b"/../x", b"a" * 5000])
+def test_clean_name_refuses(name):
+    with pytest.raises(ImageError):
+        clean_name(name)
+
+
+# -- entry kinds ---------------------------------------------------------------------------
+def test_entry_kinds(tmp_path):
+    big = os.urandom(3 * CHUNK + 17)
+    layer = (LayerBuilder()
+             .dir("etc", 0o755)
+             .file("etc/hostname", b"box\n", 0o644)
+             .file("bin/su", b"\x7fELF", 0o4755)
+             .file("bin/wall", b"\x7fELF", 0o2755)
+             .dir("tmp", 0o1777)
+             .symlink("bin/sh", "busybox")
+             .symlink("abs", "/etc/hostname")
+             .hardlink("etc/hn2", "etc/hostname")
+             .file("big", big)
+             .file(b"odd-\xff\xfe-name \n", b"odd")
+             .file("x", b"x", xattrs={"user.comment": b"hello\xff"})
+             .build())
+    dest = tmp_path / "layer"
+    notices = unpack(layer, dest)
+    assert notices == []
+    assert (dest / "etc/hostname").read_bytes() == b"box\n"
+    assert stat.S_IMODE(mode(dest / "bin/su")) == 0o4755
+    assert stat.S_IMODE(mode(dest / "bin/wall")) == 0o2755
+    assert stat.S_IMODE(mode(dest / "tmp")) == 0o1777
+    assert os.readlink(dest / "bin/sh") == "busybox"
+    assert os.readlink(dest / "abs") == "/etc/hostname"
+    assert os.lstat(dest / "etc/hn2").st_ino == os.lstat(dest / "etc/hostname").st_ino
+    assert (dest / "big").read_bytes() == big
+    assert (dest / os.fsdecode(b"odd-\xff\xfe-name \n")).read_bytes() == b"odd"
+    assert os.getxattr(dest / "x", "user.comment") == b"hello\xff"
+    assert int(os.lstat(dest / "etc/hostname").st_mtime) == 1_700_000_000
+    assert int(os.lstat(dest / "etc").st_mtime) == 1_700_000_000
+    # an implicit parent (bin/ had no entry) is 0755
+    assert stat.S_IMODE(mode(dest / "bin")) == 0o755
+
+
+def test_owners_land_on_mapped_ids(tmp_path):
+    dest = tmp_path / "layer"
+    unpack(LayerBuilder().file("f", b"", uid=33, gid=33).build(), dest)
+    st = os.lstat(dest / "f")
+    if ROOT:
+        assert (st.st_uid, st.st_gid) == (33, 33)
+    else:
+        from rootless.runtime.userns import default_mapping
+
+        mapping, _ = default_mapping()
+        if mapping.mode == "single":
+            pytest.skip("single-id mapping: owner 33 cannot be represented")
+        assert st.st_uid == mapping.container_uid_to_host(33)
+
+
+def test_read_only_directory_is_filled_then_closed(tmp_path):
+    dest = tmp_path / "layer"
+    unpack(LayerBuilder().dir("ro", 0o555).file("ro/f", b"data").dir("ro/sub", 0o500)
+           .file("ro/sub/g", b"g").build(), dest)
+    assert (dest / "ro/f").read_bytes() == b"data" or ROOT is False
+    assert stat.S_IMODE(mode(dest / "ro")) == 0o555
+    assert stat.S_IMODE(mode(dest / "ro/sub")) == 0o500
+
+
+def test_replacements_last_wins(tmp_path):
+    dest = tmp_path / "layer"
+    unpack(LayerBuilder()
+           .file("a", b"file")
+           .dir("a").file("a/inner", b"i")        # file replaced by a directory
+           .dir("b").file("b/inner", b"i")
+           .file("b", b"now a file")              # directory replaced by a file
+           .file("c", b"one").file("c", b"two")   # duplicate: last wins
+           .symlink("d", "x").file("d", b"real")  # symlink replaced by a file
+           .build(), dest)
+    assert (dest / "a/inner").read_bytes() == b"i"
+    assert (dest / "b").read_bytes() == b"now a file"
+    assert (dest / "c").read_bytes() == b"two"
+    assert not (dest / "d").is_symlink() and (dest / "d").read_bytes() == b"real"
+
+
+def test_whiteouts_become_overlay_format(tmp_path):
+    dest = tmp_path / "layer"
+    unpack(LayerBuilder().dir("etc").whiteout("etc/motd").dir("var/cache").opaque("var/cache")
+           .file("var/cache/new", b"n").whiteout("gone-dir").build(), dest)
+    st = os.lstat(dest / "etc/motd")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(0, 0)
+    assert stat.S_ISCHR(os.lstat(dest / "gone-dir").st_mode)
+    assert not os.path.lexists(dest / "etc/.wh.motd")
+    assert os.getxattr(dest / "var/cache", "user.overlay.opaque") == b"y"
+    assert not os.path.lexists(dest / "var/cache/.wh..wh..opq")
+    assert (dest / "var/cache/new").read_bytes() == b"n"
+
+
+def test_devices_and_fifos_skipped_with_one_notice(tmp_path):
+    dest = tmp_path / "layer"
+    notices = unpack(LayerBuilder().device("dev/null").device("dev/zero", minor=5)
+                     .fifo("run/fifo").file("ok", b"ok").build(), dest)
+    assert not os.path.lexists(dest / "dev/null")
+    assert not os.path.lexists(dest / "run/fifo")
+    assert (dest / "ok").read_bytes() == b"ok"
+    assert any("2 character devices" in n for n in notices)
+    assert any("1 FIFO" in n for n in notices)
+
+
+def test_sparse_file_keeps_holes(tmp_path):
+    path = tmp_path / "sparse"
+    with open(path, "wb") as f:
+        f.truncate(64 << 20)
+        f.seek(32 << 20)
+        f.write(b"middle")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar.add(path, "sparse")
+    dest = tmp_path / "layer"
+    unpack(buf.getvalue(), dest)
+    out = dest / "sparse"
+    assert out.stat().st_size == 64 << 20
+    with open(out, "rb") as f:
+        f.seek(32 << 20)
+        assert f.read(6) == b"middle"
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_compressions_and_diff_id(tmp_path, compression):
+    tar = LayerBuilder().file("a", os.urandom(200_000)).file("b", b"b").build()
+    blob = {"gzip": gzip_bytes, "zstd": zstd_bytes, "none": bytes}[compression](tar)
+    dest = tmp_path / "layer"
+    if ROOT:
+        res = unpack_layer(io.BytesIO(blob), compression, dest_mk(dest), sha256_digest(tar))
+        assert res.diff_id == sha256_digest(tar) and res.size == len(tar)
+    else:
+        unpack(blob, dest, compression, sha256_digest(tar))
+    assert (dest / "b").read_bytes() == b"b"
+
+
+def dest_mk(dest: Path) -> Path:
+    dest.mkdir()
+    return dest
+
+
+def test_concatenated_gzip_members(tmp_path):
+    tar = LayerBuilder().file("a", b"a" * 100_000).build()
+    blob = gzip_bytes(tar[:5000]) + gzip_bytes(tar[5000:])
+    dest = tmp_path / "layer"
+    unpack(blob, dest, "gzip", sha256_digest(tar))
+    assert (dest / "a").read_bytes() == b"a" * 100_000
+
+
+def test_diff_id_mismatch_refused(tmp_path):
+    tar = LayerBuilder().file("a", b"a").build()
+    with pytest.raises(ImageError, match="diff_id"):
+        unpack(tar, tmp_path / "layer", "none", "sha256:" + "0" * 64)
+
+
+def test_truncated_gzip_refused(tmp_path):
+    blob = gzip_bytes(LayerBuilder().file("a", os.urandom(100_000)).build())
+    with pytest.raises(ImageError):
+        unpack(blob[: len(blob) // 2], tmp_path / "layer", "gzip")
+
+
+def test_garbage_refused(tmp_path):
+    with pytest.raises(ImageError):
+        unpack(b"this is not a tar stream" * 100, tmp_path / "layer", "none")
+
+
+# -- hostile layers ------------------------------------------------------------------------
+@pytest.mark.parametrize("layer", malicious_layers(Path("/SENTINEL")), ids=lambda m: m.name)
+def test_malicious_layer(tmp_path, layer):
+    sentinel = make_sentinel(tmp_path)
+    # rebuild the layer aimed at this test's real sentinel
+    real = {m.name: m for m in malicious_layers(sentinel)}[layer.name]
+    before = snapshot(tmp_path)
+    dest = tmp_path / "store" / "layers" / "abc"
+    if real.refused:
+        with pytest.raises(ImageError):
+            unpack(real.data, dest)
+    else:
+        unpack(real.data, dest)
+        if real.check:
+            real.check(dest)
+    after = {k: v for k, v in snapshot(tmp_path).items()
+             if not k.startswith("store") and k != "."}
+    assert after == {k: v for k, v in before.items() if k != "."}
+    assert (sentinel / "file").read_bytes() == b"original"
+    assert Path("/etc/passwd").stat().st_nlink == 1
