@@ -325,23 +325,22 @@ class RegistryClient:
                 headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
             url = str(httpx.URL(realm).copy_merge_params(query))
             response = self._send("GET", url, what=what, headers=headers)
-        with response:
-            body = _read_limited(response, MAX_TOKEN_RESPONSE, what, self.registry)
-            if response.status_code in (401, 403):
-                if creds is not None:
-                    raise RegistryError(
-                        f"{what}: {self.registry} refused the credentials: invalid username "
-                        f"or password (HTTP {response.status_code})",
-                        f"log in again: rl login {self.registry}",
-                    )
+        body = _read_limited(response, MAX_TOKEN_RESPONSE, what, self.registry)
+        if response.status_code in (401, 403):
+            if creds is not None:
                 raise RegistryError(
-                    f"{what}: {self.registry} requires authentication (HTTP {response.status_code})",
-                    f"log in first: rl login {self.registry}",
+                    f"{what}: {self.registry} refused the credentials: invalid username "
+                    f"or password (HTTP {response.status_code})",
+                    f"log in again: rl login {self.registry}",
                 )
-            if response.status_code != 200:
-                raise RegistryError(
-                    f"{what}: the token server of {self.registry} answered HTTP {response.status_code}"
-                )
+            raise RegistryError(
+                f"{what}: {self.registry} requires authentication (HTTP {response.status_code})",
+                f"log in first: rl login {self.registry}",
+            )
+        if response.status_code != 200:
+            raise RegistryError(
+                f"{what}: the token server of {self.registry} answered HTTP {response.status_code}"
+            )
         import json
 
         try:
@@ -416,10 +415,9 @@ class RegistryClient:
             what=what,
             headers={"Accept": ", ".join(accept)},
         )
-        with response:
-            if response.status_code != 200:
-                raise self._fail(response, what, name)
-            body = _read_limited(response, MAX_MANIFEST_SIZE, what, self.registry)
+        if response.status_code != 200:
+            raise self._fail(response, what, name)
+        body = _read_limited(response, MAX_MANIFEST_SIZE, what, self.registry)
         if by_digest:
             hasher = new_hasher(reference)
             hasher.update(body)
@@ -657,8 +655,10 @@ def _check_local_digest(hasher: hashlib._Hash, digest: str, what: str) -> None:
 
 
 def _read_limited(response: httpx.Response, limit: int, what: str, registry: str) -> bytes:
+    """The whole body, at most `limit` bytes; the response is closed."""
     length = response.headers.get("Content-Length", "")
     if length.isdigit() and int(length) > limit:
+        response.close()
         raise RegistryError(
             f"{what}: {registry} announces {length} bytes, more than the {limit} rl accepts"
         )
@@ -674,6 +674,8 @@ def _read_limited(response: httpx.Response, limit: int, what: str, registry: str
             parts.append(chunk)
     except httpx.TransportError as exc:
         raise RegistryError(f"{what}: the answer from {registry} broke off: {exc}") from None
+    finally:
+        response.close()
     return b"".join(parts)
 
 

@@ -1,0 +1,386 @@
+#!/usr/bin/env python3
+"""Build rl's test images from busybox-static and push them with rl's own registry client.
+
+    scripts/build_test_images.py REGISTRY_HOST [--insecure] [--user U --password P]
+
+Images (all tagged :latest under REGISTRY_HOST/rltest/):
+  busybox     Docker schema 2, one gzip layer: /bin/busybox, one symlink per applet,
+              /etc/passwd and /etc/group with root, user (1000) and nobody.
+  multilayer  OCI, three layers: busybox; /data and /opaque files; an upper layer that deletes
+              /data/remove-me.txt (.wh. whiteout), makes /opaque opaque (.wh..wh..opq) and adds
+              files.
+  multiarch   OCI index: the busybox image for the host's architecture, and a tiny image (one
+              file, /etc/arch) for the other of linux/amd64 and linux/arm64 (as v8).
+  zstd        OCI, the busybox layer compressed with zstd (tar+zstd).
+  nonroot     Docker schema 2: busybox plus /home/user/hello.txt owned 1000:1000; User
+              "1000:1000", WorkingDir /home/user, Env, Entrypoint and Cmd.
+
+Everything is deterministic (fixed mtimes, gzip without a timestamp): the same busybox binary
+gives the same digests. Tests import this file with importlib (scripts/ is not a package):
+`tests/registry_fixtures.py` has load_image_builder() and push_test_images(reg), and the
+module offers build_images() -> {name: BuiltImage | BuiltIndex} and
+build_and_push_all(registry_host, insecure=True, credentials=None) -> {name: digest}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rootless.image import mediatypes as mt  # noqa: E402
+from rootless.image.manifest import host_platform  # noqa: E402
+
+BUSYBOX = os.environ.get("BUSYBOX", "/bin/busybox")
+MTIME = 1_700_000_000
+CREATED = "2023-11-14T22:13:20Z"
+PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PASSWD = (
+    "root:x:0:0:root:/root:/bin/sh\n"
+    "user:x:1000:1000:user:/home/user:/bin/sh\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+)
+GROUP = "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n"
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class LayerTar:
+    """A layer tarball built in memory; entries keep the order they are added."""
+
+    def __init__(self) -> None:
+        self._buf = io.BytesIO()
+        self._tar = tarfile.open(fileobj=self._buf, mode="w", format=tarfile.PAX_FORMAT)
+
+    def _info(self, name: str, kind: bytes, mode: int, uid: int, gid: int) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name.lstrip("/"))
+        info.type = kind
+        info.mode = mode
+        info.uid, info.gid = uid, gid
+        info.uname = info.gname = ""
+        info.mtime = MTIME
+        return info
+
+    def dir(self, name: str, mode: int = 0o755, uid: int = 0, gid: int = 0) -> LayerTar:
+        self._tar.addfile(self._info(name, tarfile.DIRTYPE, mode, uid, gid))
+        return self
+
+    def file(
+        self, name: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0
+    ) -> LayerTar:
+        info = self._info(name, tarfile.REGTYPE, mode, uid, gid)
+        info.size = len(data)
+        self._tar.addfile(info, io.BytesIO(data))
+        return self
+
+    def symlink(self, name: str, target: str) -> LayerTar:
+        info = self._info(name, tarfile.SYMTYPE, 0o777, 0, 0)
+        info.linkname = target
+        self._tar.addfile(info)
+        return self
+
+    def whiteout(self, path: str) -> LayerTar:
+        """An empty `.wh.NAME` file: NAME is deleted from the layers below."""
+        parent, _, name = path.rstrip("/").rpartition("/")
+        return self.file(f"{parent}/.wh.{name}", b"")
+
+    def opaque(self, directory: str) -> LayerTar:
+        """`.wh..wh..opq`: the directory hides everything the layers below put in it."""
+        return self.file(f"{directory.rstrip('/')}/.wh..wh..opq", b"")
+
+    def finish(self) -> bytes:
+        self._tar.close()
+        return self._buf.getvalue()
+
+
+@dataclass
+class Layer:
+    media_type: str
+    blob: bytes
+    diff_id: str
+
+    @property
+    def digest(self) -> str:
+        return sha256(self.blob)
+
+
+def make_layer(tar: bytes, compression: str, oci: bool) -> Layer:
+    if compression == "gzip":
+        blob = gzip.compress(tar, compresslevel=6, mtime=0)
+        media_type = mt.OCI_LAYER_GZIP if oci else mt.DOCKER_LAYER_GZIP
+    elif compression == "zstd":
+        import zstandard
+
+        blob = zstandard.ZstdCompressor(level=3).compress(tar)
+        media_type = mt.OCI_LAYER_ZSTD
+    else:
+        blob = tar
+        media_type = mt.OCI_LAYER_TAR if oci else mt.DOCKER_LAYER_TAR
+    return Layer(media_type, blob, sha256(tar))
+
+
+@dataclass
+class BuiltImage:
+    oci: bool
+    layers: list[Layer]
+    config: bytes
+    manifest: bytes
+
+    @property
+    def media_type(self) -> str:
+        return mt.OCI_MANIFEST if self.oci else mt.DOCKER_MANIFEST
+
+    @property
+    def digest(self) -> str:
+        return sha256(self.manifest)
+
+    @property
+    def config_digest(self) -> str:
+        return sha256(self.config)
+
+
+@dataclass
+class BuiltIndex:
+    manifests: list[tuple[dict[str, str], BuiltImage]]
+    index: bytes = b""
+    media_type: str = mt.OCI_INDEX
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        return sha256(self.index)
+
+
+def make_image(
+    layers: list[Layer],
+    *,
+    oci: bool,
+    config: dict[str, Any] | None = None,
+    architecture: str | None = None,
+    variant: str | None = None,
+) -> BuiltImage:
+    arch = architecture or host_platform().architecture
+    image_config: dict[str, Any] = {
+        "created": CREATED,
+        "architecture": arch,
+        "os": "linux",
+        "config": config or {"Env": [PATH_ENV], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
+        "history": [{"created": CREATED, "created_by": "rl scripts/build_test_images.py"}]
+        * len(layers),
+    }
+    if variant:
+        image_config["variant"] = variant
+    config_body = json.dumps(image_config, sort_keys=True).encode()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST if oci else mt.DOCKER_MANIFEST,
+        "config": {
+            "mediaType": mt.OCI_CONFIG if oci else mt.DOCKER_CONFIG,
+            "digest": sha256(config_body),
+            "size": len(config_body),
+        },
+        "layers": [
+            {"mediaType": layer.media_type, "digest": layer.digest, "size": len(layer.blob)}
+            for layer in layers
+        ],
+    }
+    return BuiltImage(oci, layers, config_body, json.dumps(manifest, indent=2).encode())
+
+
+def busybox_tar(busybox: str = BUSYBOX) -> bytes:
+    binary = Path(busybox).read_bytes()
+    applets = subprocess.run(
+        [busybox, "--list"], check=True, capture_output=True, text=True
+    ).stdout.split()
+    tar = LayerTar()
+    for d in (
+        "bin",
+        "sbin",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+        "etc",
+        "home",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "var",
+    ):
+        tar.dir(d)
+    tar.dir("root", 0o700)
+    tar.dir("home/user", 0o755, 1000, 1000)
+    tar.dir("tmp", 0o1777)
+    tar.dir("var/tmp", 0o1777)
+    tar.file("bin/busybox", binary, 0o755)
+    for applet in sorted(set(applets) - {"busybox"}):
+        tar.symlink(f"bin/{applet}", "busybox")
+    tar.file("etc/passwd", PASSWD.encode())
+    tar.file("etc/group", GROUP.encode())
+    return tar.finish()
+
+
+def build_images(busybox: str = BUSYBOX) -> dict[str, BuiltImage | BuiltIndex]:
+    base_tar = busybox_tar(busybox)
+    base_gzip_docker = make_layer(base_tar, "gzip", oci=False)
+    base_gzip_oci = make_layer(base_tar, "gzip", oci=True)
+    images: dict[str, BuiltImage | BuiltIndex] = {}
+
+    images["busybox"] = make_image([base_gzip_docker], oci=False)
+
+    files = (
+        LayerTar()
+        .dir("data")
+        .file("data/keep.txt", b"keep\n")
+        .file("data/remove-me.txt", b"this file is deleted by the upper layer\n")
+        .dir("opaque")
+        .file("opaque/old.txt", b"hidden by the opaque marker\n")
+        .dir("opaque/sub")
+        .file("opaque/sub/old2.txt", b"hidden too\n")
+        .finish()
+    )
+    upper = (
+        LayerTar()
+        .dir("data")
+        .whiteout("data/remove-me.txt")
+        .file("data/added.txt", b"added by the upper layer\n")
+        .dir("opaque")
+        .opaque("opaque")
+        .file("opaque/new.txt", b"the only file left in /opaque\n")
+        .finish()
+    )
+    images["multilayer"] = make_image(
+        [base_gzip_oci, make_layer(files, "gzip", oci=True), make_layer(upper, "gzip", oci=True)],
+        oci=True,
+    )
+
+    host_arch = host_platform().architecture
+    entries: list[tuple[dict[str, str], BuiltImage]] = []
+    for arch in ("amd64", "arm64"):
+        platform = {"os": "linux", "architecture": arch}
+        if arch == "arm64":
+            platform["variant"] = "v8"
+        if arch == host_arch:
+            image = make_image([base_gzip_oci], oci=True)
+        else:
+            tiny = LayerTar().dir("etc").file("etc/arch", f"{arch}\n".encode()).finish()
+            image = make_image(
+                [make_layer(tiny, "gzip", oci=True)],
+                oci=True,
+                architecture=arch,
+                variant=platform.get("variant"),
+                config={"Env": [PATH_ENV], "Cmd": ["/bin/cat", "/etc/arch"]},
+            )
+        entries.append((platform, image))
+    index = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": img.media_type,
+                "digest": img.digest,
+                "size": len(img.manifest),
+                "platform": plat,
+            }
+            for plat, img in entries
+        ],
+    }
+    images["multiarch"] = BuiltIndex(entries, json.dumps(index, indent=2).encode())
+
+    images["zstd"] = make_image([make_layer(base_tar, "zstd", oci=True)], oci=True)
+
+    home = (
+        LayerTar()
+        .dir("home/user", 0o755, 1000, 1000)
+        .file("home/user/hello.txt", b"hello from a non-root image\n", 0o644, 1000, 1000)
+        .finish()
+    )
+    images["nonroot"] = make_image(
+        [base_gzip_docker, make_layer(home, "gzip", oci=False)],
+        oci=False,
+        config={
+            "User": "1000:1000",
+            "WorkingDir": "/home/user",
+            "Env": [PATH_ENV, "GREETING=hello", "HOME=/home/user"],
+            "Entrypoint": ["/bin/sh", "-c"],
+            "Cmd": ["echo $GREETING from $(id -u):$(id -g) in $(pwd)"],
+        },
+    )
+    return images
+
+
+def push_image(client: Any, repository: str, tag: str | None, image: BuiltImage) -> str:
+    for layer in image.layers:
+        client.push_blob(repository, layer.blob, layer.digest)
+    client.push_blob(repository, image.config, image.config_digest)
+    return str(
+        client.push_manifest(repository, tag or image.digest, image.manifest, image.media_type)
+    )
+
+
+def push_all(
+    client: Any, images: dict[str, BuiltImage | BuiltIndex], namespace: str = "rltest"
+) -> dict[str, str]:
+    digests: dict[str, str] = {}
+    for name, image in images.items():
+        repository = f"{namespace}/{name}"
+        if isinstance(image, BuiltIndex):
+            for _, child in image.manifests:
+                push_image(client, repository, None, child)
+            digests[name] = client.push_manifest(
+                repository, "latest", image.index, image.media_type
+            )
+        else:
+            digests[name] = push_image(client, repository, "latest", image)
+    return digests
+
+
+def build_and_push_all(
+    registry_host: str, insecure: bool = True, credentials: Any = None
+) -> dict[str, str]:
+    """Build every test image and push it to REGISTRY_HOST/rltest/NAME:latest."""
+    from rootless.image.registry import RegistryClient
+
+    images = build_images()
+    with RegistryClient(registry_host, insecure=insecure, credentials=credentials) as client:
+        return push_all(client, images)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("registry", help="HOST:PORT of the registry, e.g. 127.0.0.1:5000")
+    parser.add_argument(
+        "--insecure", action="store_true", help="allow plain HTTP / skip TLS verification"
+    )
+    parser.add_argument("--user", help="registry user name")
+    parser.add_argument("--password", help="registry password (or $RL_REGISTRY_PASSWORD)")
+    args = parser.parse_args(argv)
+    credentials = None
+    if args.user:
+        from rootless.image.auth import Credentials
+
+        credentials = Credentials(
+            args.user, args.password or os.environ.get("RL_REGISTRY_PASSWORD", "")
+        )
+    for name, digest in build_and_push_all(args.registry, args.insecure, credentials).items():
+        print(f"{args.registry}/rltest/{name}:latest {digest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""A real registry for tests: Debian's docker-registry (distribution 2.8) on 127.0.0.1.
+
+Plain functions, so conftest.py (or a test module) wraps them in fixtures of any scope:
+
+    reg = start_registry(tmp_path, auth="token")   # "none" | "basic" | "token"
+    try:
+        client = RegistryClient(reg.url_host, insecure=True, credentials=reg.credentials)
+        ...
+    finally:
+        reg.stop()
+
+or `with start_registry(tmp_path) as reg: ...`. `require_registry()` skips the test when the
+binary is missing, and fails it when CI=true. `push_test_images(reg)` builds the busybox
+test images with scripts/build_test_images.py and pushes them.
+
+Everything listens on 127.0.0.1 and runs as the current user (root or rltest alike).
+Token auth: an in-process token server (http.server thread) signs RS256 JWTs with `openssl
+dgst`, a self-signed certificate in the header's x5c chain; the registry trusts that
+certificate through `auth.token.rootcertbundle`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+REGISTRY_BIN = "/usr/bin/docker-registry"
+SERVICE = "rl-test-registry"
+ISSUER = "rl-test-token-server"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def require_registry() -> str:
+    """The docker-registry binary; skip (fail under CI=true) when it is missing."""
+    import pytest
+
+    path = shutil.which("docker-registry") or (
+        REGISTRY_BIN if os.path.exists(REGISTRY_BIN) else None
+    )
+    missing = [
+        tool
+        for tool, found in (("docker-registry", path), ("openssl", shutil.which("openssl")))
+        if not found
+    ]
+    if missing:
+        reason = f"{', '.join(missing)} not installed (apt-get install docker-registry openssl)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    assert path is not None
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass
+class TokenServer:
+    """Issues registry tokens: Basic credentials get what they ask for; anonymous users get
+    pull access only when `anonymous_pull` is set. Counts its requests."""
+
+    workdir: Path
+    username: str
+    password: str
+    expires_in: int = 300
+    anonymous_pull: bool = False
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    port: int = 0
+    _server: ThreadingHTTPServer | None = None
+
+    def start(self) -> None:
+        self.key = self.workdir / "token.key"
+        self.cert = self.workdir / "token.crt"
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-sha256",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=rl test token issuer",
+                "-keyout",
+                str(self.key),
+                "-out",
+                str(self.cert),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        der = subprocess.run(
+            ["openssl", "x509", "-in", str(self.cert), "-outform", "DER"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        self._x5c = base64.b64encode(der).decode()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                owner._handle(self)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def realm(self) -> str:
+        return f"http://127.0.0.1:{self.port}/token"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        query = parse_qs(urlsplit(handler.path).query)
+        user = None
+        header = handler.headers.get("Authorization", "")
+        if header.startswith("Basic "):
+            user_pass = base64.b64decode(header[6:]).decode()
+            if user_pass != f"{self.username}:{self.password}":
+                self.requests.append({"user": "<bad>", "scope": query.get("scope")})
+                handler.send_response(401)
+                handler.send_header("Content-Type", "application/json")
+                handler.end_headers()
+                handler.wfile.write(b'{"details": "invalid username or password"}')
+                return
+            user = self.username
+        self.requests.append({"user": user, "scope": query.get("scope")})
+        access = []
+        for scope in query.get("scope", []):
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            wanted = actions.split(",")
+            granted = wanted if user else [a for a in wanted if a == "pull" and self.anonymous_pull]
+            access.append({"type": kind, "name": name, "actions": granted})
+        token = self.sign(user or "", access)
+        body = json.dumps({"token": token, "expires_in": self.expires_in}).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def sign(self, subject: str, access: list[dict[str, Any]]) -> str:
+        now = int(time.time())
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self._x5c]}
+        claims = {
+            "iss": ISSUER,
+            "sub": subject,
+            "aud": SERVICE,
+            "exp": now + self.expires_in,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": hashlib.sha256(os.urandom(16)).hexdigest(),
+            "access": access,
+        }
+        signing_input = (
+            f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        )
+        signature = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", str(self.key)],
+            input=signing_input.encode(),
+            check=True,
+            capture_output=True,
+        ).stdout
+        return f"{signing_input}.{_b64url(signature)}"
+
+
+@dataclass
+class RunningRegistry:
+    url_host: str
+    auth: str
+    storage: Path
+    log: Path
+    process: subprocess.Popen[bytes]
+    username: str | None = None
+    password: str | None = None
+    token_server: TokenServer | None = None
+
+    @property
+    def credentials(self) -> Any:
+        from rootless.image.auth import Credentials
+
+        if self.username is None or self.password is None:
+            return None
+        return Credentials(self.username, self.password)
+
+    @property
+    def token_requests(self) -> list[dict[str, Any]]:
+        return self.token_server.requests if self.token_server else []
+
+    def blob_path(self, digest: str) -> Path:
+        """Where distribution's filesystem driver keeps a blob's bytes (to tamper with them)."""
+        algorithm, hexdigest = digest.split(":", 1)
+        return (
+            self.storage
+            / "docker/registry/v2/blobs"
+            / algorithm
+            / hexdigest[:2]
+            / hexdigest
+            / "data"
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.token_server is not None:
+            self.token_server.stop()
+
+    def __enter__(self) -> RunningRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _config(port: int, storage: Path, auth: dict[str, Any] | None) -> str:
+    config: dict[str, Any] = {
+        "version": 0.1,
+        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
+        "http": {"addr": f"127.0.0.1:{port}", "secret": "rl-test-secret"},
+    }
+    if auth:
+        config["auth"] = auth
+    # JSON is YAML: no YAML library is needed to write the config.
+    return json.dumps(config, indent=2)
+
+
+def start_registry(
+    tmpdir: Path,
+    auth: str = "none",
+    *,
+    username: str = "rltester",
+    password: str = "s3cret-pass",
+    token_expires_in: int = 300,
+    anonymous_pull: bool = False,
+    timeout: float = 15.0,
+) -> RunningRegistry:
+    """Start docker-registry on a free 127.0.0.1 port and wait until /v2/ answers."""
+    binary = require_registry()
+    tmpdir = Path(tmpdir)
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    storage = tmpdir / "storage"
+    storage.mkdir(exist_ok=True)
+    token_server = None
+    auth_config: dict[str, Any] | None = None
+    if auth == "basic":
+        htpasswd = shutil.which("htpasswd")
+        if htpasswd is None:
+            import pytest
+
+            reason = "htpasswd not installed (apt-get install apache2-utils)"
+            if os.environ.get("CI") == "true":
+                pytest.fail(reason)
+            pytest.skip(reason)
+        line = subprocess.run(
+            [str(htpasswd), "-Bbn", username, password], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        (tmpdir / "htpasswd").write_text(line + "\n")
+        auth_config = {"htpasswd": {"realm": "rl-test", "path": str(tmpdir / "htpasswd")}}
+    elif auth == "token":
+        token_server = TokenServer(
+            tmpdir, username, password, expires_in=token_expires_in, anonymous_pull=anonymous_pull
+        )
+        token_server.start()
+        auth_config = {
+            "token": {
+                "realm": token_server.realm,
+                "service": SERVICE,
+                "issuer": ISSUER,
+                "rootcertbundle": str(token_server.cert),
+            }
+        }
+    elif auth != "none":
+        raise ValueError(f"auth must be none, basic or token, not {auth!r}")
+
+    port = free_port()
+    config = tmpdir / "config.yml"
+    config.write_text(_config(port, storage, auth_config))
+    log = tmpdir / "registry.log"
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            [binary, "serve", str(config)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmpdir)},
+        )
+    reg = RunningRegistry(
+        f"127.0.0.1:{port}",
+        auth,
+        storage,
+        log,
+        process,
+        username if auth != "none" else None,
+        password if auth != "none" else None,
+        token_server,
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2):
+                break
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            reg.stop()
+            raise RuntimeError(
+                f"docker-registry did not start on 127.0.0.1:{port}:\n{log.read_text()[-3000:]}"
+            )
+        time.sleep(0.05)
+    return reg
+
+
+def load_image_builder() -> ModuleType:
+    """scripts/build_test_images.py as a module (scripts/ is not a package)."""
+    path = REPO_ROOT / "scripts" / "build_test_images.py"
+    spec = importlib.util.spec_from_file_location("rl_build_test_images", path)
+    assert spec is not None and spec.loader is not None
+    cached = sys.modules.get(spec.name)
+    if cached is not None:
+        return cached
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up in sys.modules while the module executes.
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[spec.name]
+        raise
+    return module
+
+
+def push_test_images(reg: RunningRegistry) -> dict[str, str]:
+    """Build and push the rltest/* images; {name: manifest (or index) digest}."""
+    builder = load_image_builder()
+    return builder.build_and_push_all(reg.url_host, insecure=True, credentials=reg.credentials)
