@@ -1,0 +1,92 @@
+"""The typer app for every command but the hot path of `rl run` (see rootless.main).
+
+Each group of commands lives in its own module with a `register(app)` function; this module
+only assembles them and maps errors to exit codes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from rootless import __version__
+
+# Modules that add commands; each has register(app: typer.Typer).
+COMMAND_MODULES = [
+    "rootless.cli.image_cmds",
+    "rootless.cli.login_cmds",
+]
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"rl version {__version__}")
+        raise typer.Exit()
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="rl",
+        help="Rootless containers centred on user namespaces.",
+        no_args_is_help=True,
+        add_completion=True,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+    )
+
+    @app.callback()
+    def main(
+        version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True,
+                                     help="Print the version and exit."),
+    ) -> None:
+        """rl runs OCI containers as an ordinary user: no daemon, no setuid code of its own."""
+
+    @app.command(
+        "run",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                          "help_option_names": []},
+        add_help_option=False,
+    )
+    def run_cmd(ctx: typer.Context) -> None:
+        """Run a command in a new container (see 'rl run --help')."""
+        from rootless.main import run_main
+
+        raise typer.Exit(run_main(list(ctx.args)))
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(app)
+    return app
+
+
+def app_main(argv: list[str]) -> int:
+    from rootless.errors import RlError
+    from rootless.main import report
+
+    debug = "--log-level=debug" in argv
+    app = build_app()
+    try:
+        app(args=argv, prog_name="rl", standalone_mode=False)
+    except RlError as exc:
+        return report(exc, debug)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show(file=sys.stderr)
+            return 125
+        if isinstance(exc, click.exceptions.Abort):
+            return 130
+        return report(exc, debug)
+    return 0

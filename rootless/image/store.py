@@ -1,0 +1,627 @@
+"""The local image store: verified blobs, one extracted directory per layer, named images.
+
+    blobs/sha256/<hex>          manifests, configs and compressed layers, exactly as pulled
+    layers/<diff hex>/          one extracted tree per layer, shared by every image (lowerdir)
+    layers/<diff hex>.json      {"size": uncompressed bytes}
+    layers/l/<16 chars>         -> ../<diff hex>: short lowerdir names, so a deep image fits
+                                the one page mount(2) accepts for options (podman's l/ links)
+    images/index.json           {"names": {name: manifest digest}}: the only source of names
+    images/<manifest hex>.json  the image record
+    locks/                      flock files: one per blob, per layer, the index, the store
+    tmp/                        downloads in progress (same filesystem, so rename is atomic)
+
+Nothing appears under its final name before it is complete and verified: blobs are written
+to tmp/ and renamed; layers are extracted to layers/.tmp-* and renamed. A crash leaves only
+temporaries, which the next pull removes once their lock is free.
+
+Concurrency: a per-blob lock makes two pulls download a blob once; a per-layer lock makes
+them extract it once; pulls hold the store lock shared and `prune`/`rmi` take it exclusive,
+so garbage collection never removes what a running pull has not recorded yet.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from rootless.errors import ImageError, describe_oserror
+from rootless.paths import Paths
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
+STALE_SECONDS = 3600
+LINK_PREFIX = "l"
+_COPY_CHUNK = 1 << 20
+
+
+def digest_hex(digest: str) -> str:
+    """The hex of a sha256 digest; ImageError for anything else (the store keys on sha256)."""
+    m = _DIGEST.fullmatch(digest)
+    if not m:
+        raise ImageError(f"unsupported or malformed digest {digest!r}",
+                         "rl stores sha256 content only")
+    return m.group(1)
+
+
+def link_id(diff_hex: str) -> str:
+    """16 base32 characters naming a layer's short link (80 bits of a hash of its diff_id)."""
+    raw = hashlib.sha256(b"rl-layer-link:" + diff_hex.encode()).digest()
+    return base64.b32encode(raw).decode()[:16]
+
+
+@dataclass
+class LocalImage:
+    id: str  # config digest, as podman's IMAGE ID
+    manifest_digest: str
+    names: list[str]
+    config: dict[str, Any]
+    diff_ids: list[str]
+    created: str | None
+    size: int
+    layers: list[dict[str, Any]] = field(default_factory=list)  # compressed descriptors
+    media_type: str = ""
+
+    def layer_dirs(self, store: Store) -> list[Path]:
+        """Bottom to top."""
+        return [store.layer_dir(d) for d in self.diff_ids]
+
+    def layer_links(self, store: Store) -> list[str]:
+        """Bottom to top, relative to store.paths.layers (overlay wants top first: reverse)."""
+        return [store.layer_link(d) for d in self.diff_ids]
+
+    @property
+    def short_id(self) -> str:
+        return self.id.split(":", 1)[-1][:12]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "manifest_digest": self.manifest_digest, "names": self.names,
+            "config": self.config, "diff_ids": self.diff_ids, "created": self.created,
+            "size": self.size, "layers": self.layers, "media_type": self.media_type,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], names: list[str]) -> LocalImage:
+        return cls(
+            id=data["id"], manifest_digest=data["manifest_digest"], names=names,
+            config=data.get("config") or {}, diff_ids=list(data.get("diff_ids") or []),
+            created=data.get("created"), size=int(data.get("size") or 0),
+            layers=list(data.get("layers") or []), media_type=data.get("media_type") or "",
+        )
+
+
+@dataclass
+class RemoveResult:
+    untagged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PruneResult:
+    images: list[str] = field(default_factory=list)
+    layers: list[str] = field(default_factory=list)
+    blobs: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+
+
+def _default_as_root(paths: Paths) -> Callable[[Callable[[], None]], None]:
+    def run(fn: Callable[[], None]) -> None:
+        if os.getuid() == 0:
+            fn()
+            return
+        from rootless.runtime.userns import run_in_userns
+
+        run_in_userns(fn, paths=paths, name="rl:[store]")
+
+    return run
+
+
+class Store:
+    """Blobs, layers and images under one Paths. Methods raise ImageError."""
+
+    def __init__(self, paths: Paths,
+                 as_root: Callable[[Callable[[], None]], None] | None = None) -> None:
+        self.paths = paths
+        # Layer trees hold files owned by subordinate ids: only root in the user's namespace
+        # may remove them. Tests pass a plain call here.
+        self.as_root = as_root or _default_as_root(paths)
+
+    # -- directories and locks -------------------------------------------------------------
+    @property
+    def locks(self) -> Path:
+        return self.paths.data / "locks"
+
+    def ensure_dirs(self) -> None:
+        try:
+            self.paths.data.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for d in (self.paths.blobs, self.paths.layers, self.paths.layers / LINK_PREFIX,
+                      self.paths.images, self.paths.tmp, self.locks):
+                d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # the layer root must be searchable by the mapped ids (overlay runs as them)
+            os.chmod(self.paths.layers, 0o711)
+        except OSError as exc:
+            raise ImageError(describe_oserror(f"creating the image store in {self.paths.data}", exc),
+                             "check that the storage directory is writable (rl doctor)") from None
+
+    @contextlib.contextmanager
+    def _lock(self, name: str, *, shared: bool = False, wait: bool = True) -> Iterator[bool]:
+        """flock on locks/<name>.lock; yields False when wait=False and it is taken."""
+        self.ensure_dirs()
+        fd = os.open(self.locks / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+            try:
+                fcntl.flock(fd, op if wait else op | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def blob_lock(self, digest: str) -> AbstractContextManager[bool]:
+        return self._lock(f"blob-{digest_hex(digest)}")
+
+    def layer_lock(self, diff_id: str) -> AbstractContextManager[bool]:
+        return self._lock(f"layer-{digest_hex(diff_id)}")
+
+    def using(self) -> AbstractContextManager[bool]:
+        """Held shared by a pull or load from its first blob until its image is recorded."""
+        return self._lock("store", shared=True)
+
+    def _gc_lock(self) -> AbstractContextManager[bool]:
+        return self._lock("store")
+
+    # -- blobs -----------------------------------------------------------------------------
+    def blob_path(self, digest: str) -> Path:
+        return self.paths.blobs / digest_hex(digest)
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def write_blob(self, digest: str, size: int | None, chunks: Iterable[bytes]) -> Path:
+        """Store a blob from chunks, verified against digest and size (ImageError if not)."""
+        return self.ensure_blob(digest, size, lambda: contextlib.nullcontext(chunks))
+
+    def write_blob_bytes(self, data: bytes, digest: str | None = None) -> Path:
+        digest = digest or "sha256:" + hashlib.sha256(data).hexdigest()
+        return self.write_blob(digest, len(data), [data])
+
+    def ensure_blob(
+        self,
+        digest: str,
+        size: int | None,
+        open_chunks: Callable[[], AbstractContextManager[Iterable[bytes]]],
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> Path:
+        """The blob's path, downloading it with open_chunks() only when it is missing.
+
+        Under the blob's lock, so a second pull of the same blob waits and then finds it.
+        """
+        hexd = digest_hex(digest)
+        final = self.paths.blobs / hexd
+        with self.blob_lock(digest):
+            if final.is_file():
+                return final
+            tmp = self.paths.tmp / f"blob-{hexd}-{os.urandom(4).hex()}"
+            try:
+                with open(tmp, "xb") as out, open_chunks() as chunks:
+                    hasher = hashlib.sha256()
+                    received = 0
+                    for chunk in chunks:
+                        received += len(chunk)
+                        if size is not None and received > size:
+                            raise ImageError(f"blob {digest} is larger than its {size} bytes")
+                        hasher.update(chunk)
+                        out.write(chunk)
+                        if on_chunk is not None:
+                            on_chunk(len(chunk))
+                    out.flush()
+                    os.fsync(out.fileno())
+                if size is not None and received != size:
+                    raise ImageError(f"blob {digest} has {received} bytes, expected {size}")
+                if hasher.hexdigest() != hexd:
+                    raise ImageError(
+                        f"blob {digest} does not match its digest "
+                        f"(content is sha256:{hasher.hexdigest()})",
+                        "the data was altered; it was discarded",
+                    )
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, final)
+                _fsync_dir(self.paths.blobs)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+        return final
+
+    def open_blob(self, digest: str) -> IO[bytes]:
+        try:
+            return open(self.blob_path(digest), "rb")
+        except FileNotFoundError:
+            raise ImageError(f"blob {digest} is missing from the store",
+                             "pull the image again") from None
+
+    def clean_tmp(self) -> None:
+        """Remove downloads left by interrupted pulls: their lock is free or they are stale."""
+        try:
+            entries = list(os.scandir(self.paths.tmp))
+        except FileNotFoundError:
+            return
+        now = time.time()
+        for entry in entries:
+            parts = entry.name.split("-")
+            if len(parts) == 3 and parts[0] == "blob" and _HEX64.fullmatch(parts[1]):
+                with self._lock(f"blob-{parts[1]}", wait=False) as free:
+                    if free:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.path)
+                continue
+            with contextlib.suppress(OSError):
+                if now - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS:
+                    os.unlink(entry.path)
+
+    # -- layers ----------------------------------------------------------------------------
+    def layer_dir(self, diff_id: str) -> Path:
+        return self.paths.layers / digest_hex(diff_id)
+
+    def layer_link(self, diff_id: str) -> str:
+        return f"{LINK_PREFIX}/{link_id(digest_hex(diff_id))}"
+
+    def has_layer(self, diff_id: str) -> bool:
+        return self.layer_dir(diff_id).is_dir() and (self.paths.layers / self.layer_link(diff_id)).is_symlink()
+
+    def layer_size(self, diff_id: str) -> int:
+        try:
+            data = json.loads((self.paths.layers / f"{digest_hex(diff_id)}.json").read_text())
+            return int(data.get("size", 0))
+        except (OSError, ValueError):
+            return 0
+
+    def extract_layer(
+        self,
+        diff_id: str,
+        compression: str,
+        blob_digest: str,
+        notify: Callable[[str], None] | None = None,
+        chown: bool = True,
+    ) -> bool:
+        """Unpack a stored blob as the layer diff_id, unless it is there. Run as root in the
+        user namespace. Returns True when this call extracted it."""
+        from rootless.image.unpack import remove_tree, unpack_layer
+
+        hexd = digest_hex(diff_id)
+        final = self.paths.layers / hexd
+        with self.layer_lock(diff_id):
+            if not final.is_dir():
+                tmp = self.paths.layers / f".tmp-{hexd}-{os.urandom(4).hex()}"
+                os.mkdir(tmp, 0o755)
+                try:
+                    with self.open_blob(blob_digest) as raw:
+                        result = unpack_layer(raw, compression, tmp, diff_id, chown=chown)
+                    os.rename(tmp, final)
+                except BaseException:
+                    remove_tree(tmp)
+                    raise
+                _write_json(self.paths.layers / f"{hexd}.json", {"size": result.size})
+                if notify:
+                    for notice in result.notices:
+                        notify(f"layer {diff_id[7:19]}: {notice}")
+                extracted = True
+            else:
+                extracted = False
+            self._ensure_link(hexd)
+        return extracted
+
+    def _ensure_link(self, hexd: str) -> None:
+        link = self.paths.layers / LINK_PREFIX / link_id(hexd)
+        target = f"../{hexd}"
+        with contextlib.suppress(OSError):
+            if os.readlink(link) == target:
+                return
+        tmp = link.with_name(f".tmp-{link.name}-{os.urandom(4).hex()}")
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+
+    def clean_layer_tmp(self) -> None:
+        """Remove half-extracted layers whose lock is free. Run as root in the namespace."""
+        from rootless.image.unpack import remove_tree
+
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.paths.layers):
+                parts = entry.name.split("-")
+                if entry.name.startswith(".tmp-") and len(parts) == 3 and _HEX64.fullmatch(parts[1]):
+                    with self._lock(f"layer-{parts[1]}", wait=False) as free:
+                        if free:
+                            remove_tree(entry.path)
+
+    # -- images ----------------------------------------------------------------------------
+    @property
+    def _index_file(self) -> Path:
+        return self.paths.images / "index.json"
+
+    def _read_index(self) -> dict[str, str]:
+        try:
+            data = json.loads(self._index_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise ImageError(f"reading the image index {self._index_file}: {exc}") from None
+        names = data.get("names", {})
+        return {str(k): str(v) for k, v in names.items()}
+
+    def _write_index(self, names: dict[str, str]) -> None:
+        _write_json(self._index_file, {"names": dict(sorted(names.items()))})
+
+    def _record_path(self, manifest_digest: str) -> Path:
+        return self.paths.images / f"{digest_hex(manifest_digest)}.json"
+
+    def _read_record(self, manifest_digest: str) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self._record_path(manifest_digest).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise ImageError(f"reading image record {manifest_digest}: {exc}") from None
+        return data if isinstance(data, dict) else None
+
+    def _names_by_manifest(self, index: dict[str, str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for name, digest in index.items():
+            out.setdefault(digest, []).append(name)
+        return out
+
+    def add_image(
+        self,
+        *,
+        manifest_digest: str,
+        config_digest: str,
+        config: dict[str, Any],
+        names: Iterable[str],
+        layers: list[dict[str, Any]],
+        media_type: str = "",
+    ) -> LocalImage:
+        """Record an image whose blobs and layers are in the store, and point names at it."""
+        diff_ids = list(config.get("rootfs", {}).get("diff_ids", []))
+        for d in diff_ids:
+            if not self.has_layer(d):
+                raise ImageError(f"layer {d} is missing from the store")
+        size = sum(self.layer_size(d) for d in diff_ids)
+        names = list(dict.fromkeys(names))
+        record = LocalImage(
+            id=config_digest, manifest_digest=manifest_digest, names=names, config=config,
+            diff_ids=diff_ids, created=config.get("created"), size=size, layers=layers,
+            media_type=media_type,
+        )
+        with self._lock("images"):
+            index = self._read_index()
+            for name in names:
+                index[name] = manifest_digest
+            record.names = self._names_by_manifest(index).get(manifest_digest, [])
+            _write_json(self._record_path(manifest_digest), record.to_json())
+            self._write_index(index)
+        return record
+
+    def _load(self, manifest_digest: str, names: list[str]) -> LocalImage | None:
+        data = self._read_record(manifest_digest)
+        return LocalImage.from_json(data, names) if data else None
+
+    def list_images(self) -> list[LocalImage]:
+        index = self._read_index()
+        by_manifest = self._names_by_manifest(index)
+        out = []
+        try:
+            files = sorted(self.paths.images.glob("*.json"))
+        except OSError:
+            return []
+        for f in files:
+            if not _HEX64.fullmatch(f.stem):
+                continue
+            image = self._load(f"sha256:{f.stem}", sorted(by_manifest.get(f"sha256:{f.stem}", [])))
+            if image:
+                out.append(image)
+        return out
+
+    def _candidates(self, text: str) -> list[str]:
+        """The index names text may mean: its canonical form, then localhost/ for a short
+        name (podman's rule for images built or loaded here), then text itself."""
+        from rootless.errors import UsageError
+        from rootless.image.reference import parse_reference
+
+        names = []
+        try:
+            ref = parse_reference(text)
+            names.append(str(ref))
+            if ref.registry == "docker.io" and not text.startswith("docker.io/"):
+                names.append(str(parse_reference(f"localhost/{text}")))
+        except UsageError:
+            pass  # not a reference: maybe an id
+        names.append(text)
+        return names
+
+    def lookup(self, text: str) -> tuple[LocalImage, str | None] | None:
+        """(image, the name it was found by, or None when found by id)."""
+        index = self._read_index()
+        by_manifest = self._names_by_manifest(index)
+
+        def load(md: str) -> LocalImage | None:
+            return self._load(md, sorted(by_manifest.get(md, [])))
+
+        bare = text[7:] if text.startswith("sha256:") else text
+        if _HEX64.fullmatch(bare):
+            for image in self.list_images():
+                if digest_hex(image.id) == bare or digest_hex(image.manifest_digest) == bare:
+                    return image, None
+        for name in self._candidates(text):
+            if name in index:
+                image = load(index[name])
+                if image:
+                    return image, name
+            if "@sha256:" in name:
+                repo, _, digest = name.partition("@")
+                for image in self.list_images():
+                    if image.manifest_digest == digest:
+                        return image, None
+        if re.fullmatch(r"[0-9a-f]{3,63}", bare):
+            found = [i for i in self.list_images() if digest_hex(i.id).startswith(bare)]
+            if len({i.id for i in found}) > 1:
+                raise ImageError(f"{text}: short image id is ambiguous",
+                                 "give more characters of the id")
+            if found:
+                return found[0], None
+        return None
+
+    def get_image(self, name_or_id: str) -> LocalImage | None:
+        found = self.lookup(name_or_id)
+        return found[0] if found else None
+
+    def remove_image(
+        self, name_or_id: str, force: bool, in_use: Callable[[str], bool]
+    ) -> RemoveResult:
+        """podman rmi's rules: a name of a multi-name image is untagged; an image a container
+        uses is refused (with force, it loses its names and stays for the container)."""
+        found = self.lookup(name_or_id)
+        if not found:
+            raise ImageError(f"{name_or_id}: image not known", exit_code=1)
+        image, by_name = found
+        result = RemoveResult()
+        with self._gc_lock():
+            if by_name is not None and len(image.names) > 1:
+                self._untag(image, [by_name])
+                result.untagged.append(by_name)
+                return result
+            if by_name is None and len(image.names) > 1 and not force:
+                raise ImageError(
+                    f"unable to delete image {image.short_id} by id: it has several names "
+                    f"({', '.join(image.names)})",
+                    "remove it by name, or use 'rl rmi -f'",
+                    exit_code=2,
+                )
+            if in_use(image.id):
+                if not force:
+                    raise ImageError(
+                        f"image {image.short_id} is in use by a container",
+                        "remove the container first ('rl rm'), or untag the image with 'rl rmi -f'",
+                        exit_code=2,
+                    )
+                self._untag(image, image.names)
+                result.untagged.extend(image.names)
+                return result
+            self._untag(image, image.names)
+            result.untagged.extend(image.names)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._record_path(image.manifest_digest))
+            result.deleted.append(image.id)
+            self._collect(PruneResult())
+        return result
+
+    def _untag(self, image: LocalImage, names: list[str]) -> None:
+        with self._lock("images"):
+            index = self._read_index()
+            for name in names:
+                if index.get(name) == image.manifest_digest:
+                    del index[name]
+            self._write_index(index)
+            data = self._read_record(image.manifest_digest)
+            if data is not None:
+                data["names"] = sorted(self._names_by_manifest(index).get(image.manifest_digest, []))
+                _write_json(self._record_path(image.manifest_digest), data)
+
+    def tag(self, image: LocalImage, name: str) -> None:
+        with self._lock("images"):
+            index = self._read_index()
+            index[name] = image.manifest_digest
+            self._write_index(index)
+
+    def prune(self, in_use: Callable[[str], bool] = lambda _id: False) -> PruneResult:
+        """Remove dangling images no container uses, then unreferenced layers and blobs."""
+        result = PruneResult()
+        with self._gc_lock():
+            for image in self.list_images():
+                if not image.names and not in_use(image.id):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self._record_path(image.manifest_digest))
+                    result.images.append(image.id)
+            self._collect(result)
+        return result
+
+    def _collect(self, result: PruneResult) -> None:
+        """Remove layers and blobs no image record refers to. Caller holds the gc lock."""
+        keep_layers: set[str] = set()
+        keep_blobs: set[str] = set()
+        for image in self.list_images():
+            keep_layers.update(digest_hex(d) for d in image.diff_ids)
+            keep_blobs.add(digest_hex(image.manifest_digest))
+            keep_blobs.add(digest_hex(image.id))
+            keep_blobs.update(digest_hex(layer["digest"]) for layer in image.layers)
+        doomed: list[str] = []
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.paths.layers):
+                if _HEX64.fullmatch(entry.name) and entry.name not in keep_layers:
+                    doomed.append(entry.name)
+        for hexd in doomed:
+            result.bytes_freed += self.layer_size(f"sha256:{hexd}")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.paths.layers / LINK_PREFIX / link_id(hexd))
+        if doomed:
+            from rootless.image.unpack import remove_tree
+
+            layers = self.paths.layers
+
+            def remove() -> None:
+                for hexd in doomed:
+                    # rename first: a half-removed tree must never look like a layer
+                    gone = layers / f".tmp-{hexd}-{os.urandom(4).hex()}"
+                    os.rename(layers / hexd, gone)
+                    remove_tree(gone)
+
+            self.as_root(remove)
+            for hexd in doomed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.paths.layers / f"{hexd}.json")
+                result.layers.append(f"sha256:{hexd}")
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.paths.blobs):
+                if _HEX64.fullmatch(entry.name) and entry.name not in keep_blobs:
+                    with contextlib.suppress(FileNotFoundError):
+                        result.bytes_freed += entry.stat().st_size
+                        os.unlink(entry.path)
+                        result.blobs.append(f"sha256:{entry.name}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(3).hex()}")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,82 @@
+"""The `rl` entry point. `rl run` takes a fast path that never imports typer (start-up time);
+everything else goes to the typer app in rootless.cli."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "run":
+        return run_main(argv[1:])
+    from rootless.cli import app_main
+
+    return app_main(argv)
+
+
+def report(exc: BaseException, debug: bool = False) -> int:
+    """The one place that prints an error: `Error: ...` then the hint; traceback only at debug."""
+    from rootless.errors import RlError
+
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc)
+    if isinstance(exc, RlError):
+        sys.stderr.write(f"Error: {exc.message}\n")
+        if exc.hint:
+            sys.stderr.write(f"Hint: {exc.hint}\n")
+        return exc.exit_code
+    sys.stderr.write(f"Error: {type(exc).__name__}: {exc}\n")
+    return 125
+
+
+def run_main(args: list[str]) -> int:
+    from rootless.errors import RlError
+
+    debug = "--log-level=debug" in args or ("--log-level" in args and "debug" in args)
+    try:
+        from rootless.runopts import parse_run_args, run_help
+
+        parsed = parse_run_args(args)
+        if parsed.flags.get("help"):
+            sys.stdout.write(run_help())
+            return 0
+        from rootless.paths import Paths
+        from rootless.runspec import build_run_spec
+
+        paths = Paths.from_env()
+        settings = load_settings(parsed, paths)
+        spec = build_run_spec(parsed, settings)
+        if spec.detach:
+            from rootless.runtime.detach import run_detached  # type: ignore[import-not-found]
+
+            return run_detached(spec, paths)
+        from rootless.runtime.launcher import run
+
+        return run(spec, paths)
+    except RlError as exc:
+        return report(exc, debug)
+    except KeyboardInterrupt:
+        sys.stderr.write("Error: interrupted\n")
+        return 130
+
+
+def load_settings(parsed, paths) -> dict:  # type: ignore[no-untyped-def]
+    """Values from config.toml and profiles (lowest first). Only read when something asks for
+    them, so a plain `rl run` does not pay for TOML parsing."""
+    profiles = list(parsed.flags.get("profiles", []))
+    env_profile = os.environ.get("RL_PROFILE")
+    if env_profile and not profiles:
+        profiles = [p for p in env_profile.split(",") if p]
+    if not profiles and not paths.config_file.exists():
+        return {}
+    from rootless.config import run_settings  # type: ignore[attr-defined]
+
+    return run_settings(paths, profiles)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

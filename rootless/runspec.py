@@ -1,0 +1,152 @@
+"""From parsed `rl run` flags (and config/profile values) to a validated RunSpec.
+
+Validation happens here, before any namespace or file exists: a bad value is a UsageError
+(exit 125) naming the flag.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rootless.errors import UsageError
+from rootless.runopts import ParsedRun
+from rootless.spec import RunSpec, Volume
+
+# Keys of the merged settings dict that RunSpec takes as they are.
+_DIRECT = (
+    "entrypoint", "workdir", "user", "hostname", "name", "read_only", "read_only_tmpfs",
+    "interactive", "tty", "init", "timeout", "detach", "remove", "stop_signal", "stop_timeout",
+    "userns", "uidmaps", "gidmaps", "network", "publish", "publish_all", "dns", "dns_search",
+    "dns_options", "add_hosts", "no_hosts", "cgroups", "cgroup_conf", "cap_add", "cap_drop",
+    "privileged", "security_opts", "secrets", "preserve_fds", "pull", "platform", "tls_verify",
+    "cidfile", "restart", "log_opts", "log_level", "quiet",
+)
+
+
+def build_run_spec(parsed: ParsedRun, settings: dict[str, Any] | None = None,
+                   environ: dict[str, str] | None = None) -> RunSpec:
+    """`settings` holds values from config.toml and profiles (already merged, lowest first);
+    flags given on the command line win over them."""
+    environ = dict(os.environ) if environ is None else environ
+    merged: dict[str, Any] = dict(settings or {})
+    for key, value in parsed.flags.items():
+        merged[key] = value
+    fields: dict[str, Any] = {k: merged[k] for k in _DIRECT if k in merged}
+
+    if merged.get("rootfs"):
+        if not parsed.target:
+            raise UsageError("--rootfs needs a directory", hint="rl run --rootfs DIR [COMMAND...]")
+        fields["rootfs"] = parsed.target
+    else:
+        fields["image"] = parsed.target or merged.get("image")
+        if not fields["image"]:
+            raise UsageError("rl run requires at least 1 arg(s), only received 0",
+                             hint="rl run [OPTIONS] IMAGE [COMMAND [ARG...]]")
+    fields["command"] = list(parsed.command) or list(merged.get("command") or [])
+    fields["env"] = parse_env(merged.get("env_files", []), merged.get("env", []), environ)
+    fields["volumes"] = [parse_volume(v) for v in merged.get("volumes", [])] + [
+        parse_tmpfs(t) for t in merged.get("tmpfs", [])]
+    fields["labels"] = dict(_split_kv(lbl, "--label") for lbl in merged.get("labels", []))
+    if "timeout" in fields and fields["timeout"] is not None and fields["timeout"] < 0:
+        raise UsageError("--timeout must be 0 or more seconds")
+    if fields.get("pull", "missing") not in ("missing", "always", "never", "newer"):
+        raise UsageError(f"invalid --pull policy {fields['pull']!r}: use missing, always, never or newer")
+    if fields.get("cgroups", "enabled") not in ("enabled", "best-effort", "disabled", "no-conmon", "split"):
+        raise UsageError(f"invalid --cgroups mode {fields['cgroups']!r}: use enabled, best-effort or disabled")
+    if fields.get("log_level", "warning") not in ("debug", "info", "warning", "warn", "error"):
+        raise UsageError(f"invalid --log-level {fields['log_level']!r}")
+    if fields.get("detach") and fields.get("tty") and not fields.get("interactive"):
+        pass
+    if fields.get("name") is not None:
+        check_name(fields["name"])
+    limits = merged.get("_limits_builder")
+    if limits is None:
+        from rootless.limits import parse_limits
+
+        fields["limits"] = parse_limits(merged)
+    return RunSpec(**fields)
+
+
+def check_name(name: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name):
+        raise UsageError(f"invalid container name {name!r}: names must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+
+
+def _split_kv(text: str, flag: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not key:
+        raise UsageError(f"invalid {flag} {text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def parse_env(env_files: list[str], env: list[str], environ: dict[str, str]) -> list[tuple[str, str]]:
+    """--env-file lines first, then -e, as podman. `NAME` alone copies the host's value (and is
+    dropped when the host has none); `NAME=` sets it empty."""
+    out: list[tuple[str, str]] = []
+    for path in env_files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except OSError as exc:
+            raise UsageError(f"--env-file {path}: {exc.strerror}") from None
+        for line in lines:
+            stripped = line.strip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            out.extend(_one_env(line.lstrip(), environ, f"--env-file {path}"))
+    for item in env:
+        out.extend(_one_env(item, environ, "-e"))
+    return out
+
+
+def _one_env(item: str, environ: dict[str, str], flag: str) -> list[tuple[str, str]]:
+    name, sep, value = item.partition("=")
+    if not name:
+        raise UsageError(f"invalid {flag} value {item!r}: the name is empty")
+    if "\0" in item:
+        raise UsageError(f"invalid {flag} value for {name}: contains a NUL byte")
+    if sep:
+        return [(name, value)]
+    if name.endswith("*"):
+        prefix = name[:-1]
+        return [(k, v) for k, v in environ.items() if k.startswith(prefix)]
+    return [(name, environ[name])] if name in environ else []
+
+
+_VOLUME_OPTS = {"ro", "rw", "z", "Z", "rbind", "bind", "private", "rprivate", "shared", "rshared",
+                "slave", "rslave", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "U"}
+
+
+def parse_volume(text: str) -> Volume:
+    parts = text.split(":")
+    if len(parts) < 2 or len(parts) > 3:
+        raise UsageError(f"invalid volume {text!r}: expected SRC:DST[:OPTIONS]")
+    src, dst = parts[0], parts[1]
+    opts = parts[2].split(",") if len(parts) == 3 and parts[2] else []
+    for opt in opts:
+        if opt not in _VOLUME_OPTS:
+            raise UsageError(f"invalid volume option {opt!r} in {text!r}")
+    if not src.startswith(("/", ".", "~")):
+        raise UsageError(f"named volume {src!r} is not supported",
+                         hint="give a host path (absolute or starting with ./)")
+    src = os.path.abspath(os.path.expanduser(src))
+    if not os.path.exists(src):
+        raise UsageError(f"invalid volume {text!r}: {src}: no such file or directory",
+                         hint="create the host directory first")
+    if not dst.startswith("/"):
+        raise UsageError(f"invalid volume {text!r}: the container path must be absolute")
+    return Volume(kind="bind", source=src, destination=os.path.normpath(dst), readonly="ro" in opts)
+
+
+def parse_tmpfs(text: str) -> Volume:
+    dst, _, opts = text.partition(":")
+    if not dst.startswith("/"):
+        raise UsageError(f"invalid --tmpfs {text!r}: the container path must be absolute")
+    options = [o for o in opts.split(",") if o] if opts else []
+    readonly = "ro" in options
+    options = [o for o in options if o not in ("ro", "rw")]
+    return Volume(kind="tmpfs", source=None, destination=os.path.normpath(dst), readonly=readonly,
+                  options=",".join(options))

@@ -1,0 +1,1 @@
+"""The launcher (outside), the container side (inside), and what they share."""

@@ -1,0 +1,51 @@
+"""Small process helpers shared by the launcher, PID 1 and rl's init."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+# Signals `rl` forwards to the container (the rest keep their default meaning for rl itself).
+FORWARDED = (
+    signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+    signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH,
+)
+
+
+def exit_code_of(status: int) -> int:
+    """The shell's convention: the exit code, or 128+N when signal N killed the process."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def parse_signal(text: str | int) -> int:
+    """SIGTERM, TERM, term, 15 -> 15. Raises ValueError for anything else."""
+    if isinstance(text, int) or str(text).isdigit():
+        num = int(text)
+        if 0 < num < signal.NSIG:
+            return num
+        raise ValueError(f"invalid signal: {text}")
+    name = str(text).upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        if name.startswith("SIGRTMIN+") and name[9:].isdigit():
+            return int(signal.SIGRTMIN) + int(name[9:])
+        raise ValueError(f"invalid signal: {text}") from None
+
+
+def close_fds_except(keep: set[int]) -> None:
+    """Close every descriptor not in keep (no fd from rl may leak into the container)."""
+    try:
+        fds = [int(n) for n in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass

@@ -1,0 +1,76 @@
+"""Where the container's root comes from: a plain directory (`--rootfs DIR`) or an image's
+layers in the store. Either way it becomes one overlay mount whose upper/work live in the
+container's storage, so the source is never modified and nothing is copied."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rootless.errors import UsageError
+from rootless.paths import Paths
+from rootless.spec import RunSpec
+
+
+class RootfsSource:
+    """The lower layers of the overlay and the run defaults that come with them."""
+
+    __slots__ = ("lower_dirs", "chdir", "command", "env", "workdir", "user", "image_name",
+                 "image_id", "stop_signal", "exposed_ports")
+
+    def __init__(self, **kw: Any) -> None:
+        for name in self.__slots__:
+            setattr(self, name, kw.get(name))
+
+    def mount_data(self, dirs: Any) -> dict[str, Any]:
+        # overlay's lowerdir lists the top layer first.
+        lowers = ":".join(reversed(self.lower_dirs))
+        options = (f"lowerdir={lowers},upperdir={dirs.upper},workdir={dirs.work},userxattr")
+        return {"type": "overlay", "options": options, "chdir": self.chdir or "/"}
+
+
+def _check_overlay_path(path: str) -> None:
+    # ',' separates mount options and ':' lower directories: the kernel's parser would split
+    # such a path (overlayfs(5)).
+    if "," in path or ":" in path:
+        raise UsageError(f"rootfs path {path!r} contains ',' or ':', which overlayfs cannot take",
+                         hint="move or link the directory to a path without those characters")
+
+
+def resolve(spec: RunSpec, paths: Paths, log: Any) -> RootfsSource:
+    if spec.rootfs:
+        path = os.path.abspath(spec.rootfs)
+        if not os.path.isdir(path):
+            raise UsageError(f"rootfs {spec.rootfs!r}: no such directory",
+                             hint="give the path of a directory holding a root filesystem")
+        _check_overlay_path(path)
+        return RootfsSource(lower_dirs=[path], chdir="/", command=list(spec.command),
+                            env=[], workdir=None, user=None, image_name=None, image_id=None)
+    if not spec.image:
+        raise UsageError("an image or --rootfs DIR is required", hint="rl run [OPTIONS] IMAGE [COMMAND...]")
+    return image_source(spec, paths, log)
+
+
+def image_source(spec: RunSpec, paths: Paths, log: Any) -> RootfsSource:
+    from rootless.image.config import image_run_config, resolve_command
+    from rootless.image.pull import ensure_image
+    from rootless.image.store import Store
+
+    store = Store(paths)
+    image = ensure_image(spec.image, paths=paths, store=store, pull_policy=spec.pull,
+                         platform=spec.platform, tls_verify=spec.tls_verify, quiet=spec.quiet)
+    log(f"image {image.id[:19]} with {len(image.diff_ids)} layers")
+    cfg = image_run_config(image.config)
+    command = resolve_command(cfg, spec.entrypoint, list(spec.command))
+    return RootfsSource(
+        lower_dirs=list(image.layer_links(store)),
+        chdir=str(paths.layers),
+        command=command,
+        env=list(cfg.env),
+        workdir=cfg.workdir or None,
+        user=cfg.user or None,
+        image_name=spec.image,
+        image_id=image.id,
+        stop_signal=cfg.stop_signal,
+        exposed_ports=list(cfg.exposed_ports),
+    )

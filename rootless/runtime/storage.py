@@ -1,0 +1,121 @@
+"""A container's own storage: upper/work for the overlay, the mount point, and the files rl
+writes for it (/etc/hostname, /etc/hosts, /etc/resolv.conf) — never written into the image.
+
+    containers/<id>/upper     the overlay's upper layer (everything the container writes)
+    containers/<id>/work      overlayfs's work directory (same filesystem as upper)
+    containers/<id>/merged    the mount point of the container's root
+    containers/<id>/userdata  hostname, hosts, resolv.conf, bind-mounted over the image's
+    containers/<id>/config.json  what was run (for ps/inspect/rm)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from rootless.errors import SetupError, describe_oserror
+
+
+def new_container_id() -> str:
+    return os.urandom(32).hex()
+
+
+class ContainerDirs:
+    __slots__ = ("root",)
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def upper(self) -> Path:
+        return self.root / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def merged(self) -> Path:
+        return self.root / "merged"
+
+    @property
+    def userdata(self) -> Path:
+        return self.root / "userdata"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    def create(self) -> None:
+        try:
+            self.root.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.root.mkdir(mode=0o700)
+            for d in (self.upper, self.work, self.merged, self.userdata):
+                d.mkdir(mode=0o755)
+        except OSError as exc:
+            raise SetupError(
+                describe_oserror(f"creating the container's storage in {self.root}", exc),
+                hint="check that the storage directory is writable (rl doctor)",
+            ) from None
+
+    def write_file(self, name: str, text: str) -> str:
+        path = self.userdata / name
+        path.write_text(text)
+        path.chmod(0o644)
+        return str(path)
+
+    def write_config(self, data: dict[str, Any]) -> None:
+        tmp = self.config.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, self.config)
+
+    def remove(self) -> bool:
+        """Remove as the host user; False when files owned by subordinate ids remain (the
+        caller then removes them from inside the user namespace)."""
+        if not self.root.exists():
+            return True
+        try:
+            shutil.rmtree(self.root)
+            return True
+        except PermissionError:
+            return False
+        except FileNotFoundError:
+            return True
+
+
+def remove_tree_as_root(path: str) -> None:
+    """rmtree for a caller that is root in the user namespace: files of subordinate ids and
+    read-only directories (overlay's work/work is 000) need their mode fixed first."""
+
+    def onerror(func: Any, p: str, exc_info: Any) -> None:
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            func(p)
+        except FileNotFoundError:
+            pass
+
+    shutil.rmtree(path, onerror=onerror)
+
+
+def hosts_file(hostname: str, name: str | None, extra: list[tuple[str, str]], host_ip: str | None) -> str:
+    lines = [
+        "127.0.0.1\tlocalhost localhost.localdomain localhost4 localhost4.localdomain4",
+        "::1\tlocalhost localhost.localdomain localhost6 localhost6.localdomain6",
+    ]
+    names = hostname + (f" {name}" if name and name != hostname else "")
+    lines.append(f"127.0.1.1\t{names}")
+    if host_ip:
+        lines.append(f"{host_ip}\thost.containers.internal host.docker.internal")
+    for host, ip in extra:
+        lines.append(f"{ip}\t{host}")
+    return "\n".join(lines) + "\n"
+
+
+def host_resolv_conf(path: str = "/etc/resolv.conf") -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""

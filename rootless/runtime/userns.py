@@ -1,0 +1,185 @@
+"""Entering a user namespace with the right id maps, and explaining why it failed.
+
+The protocol for a child that needs a user namespace (used by the launcher and by layer
+unpacking alike):
+
+  1. parent: fork; the child sets PR_SET_PDEATHSIG so it never outlives the parent.
+  2. child:  unshare(CLONE_NEWUSER) and send "userns" on the channel.
+  3. parent: write the maps from outside (a process may not write its own maps with more than
+             its own id: user_namespaces(7)); newuidmap/newgidmap for subordinate ranges, or a
+             direct write with setgroups=deny before gid_map for the single-id map; send "go".
+  4. child:  setresgid/setresuid(0): it is now root over its namespace's resources.
+
+unshare(CLONE_NEWUSER) is refused in a multi-threaded process (EINVAL), so the fork must happen
+from a single-threaded point: join download threads first.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rootless.errors import RlError, SetupError, describe_oserror
+from rootless.kernel import constants as k
+from rootless.kernel import libc
+from rootless.runtime.channel import Channel, error_message, raise_error
+
+if TYPE_CHECKING:
+    from idmap import IdMapping
+
+    from rootless.paths import Paths
+
+SUBUID_FILE = "/etc/subuid"
+SUBGID_FILE = "/etc/subgid"
+
+
+def default_mapping(
+    userns: str = "",
+    uidmaps: list[str] | None = None,
+    gidmaps: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[IdMapping, tuple[str, str] | None]:
+    """The user's id mapping for a run (and the newuidmap/newgidmap pair when usable)."""
+    import idmap
+
+    env = os.environ if env is None else env  # type: ignore[assignment]
+    uid, gid, user = idmap.current_user()
+    helpers = idmap.find_helpers(env.get("PATH"))
+    # RL_SUBUID_FILE/RL_SUBGID_FILE let tests and `rl doctor` point at fixture files; they
+    # grant nothing: newuidmap checks the real /etc/subuid itself.
+    subuids = idmap.read_subids(env.get("RL_SUBUID_FILE", SUBUID_FILE), user, uid)
+    subgids = idmap.read_subids(env.get("RL_SUBGID_FILE", SUBGID_FILE), user, gid)
+    try:
+        mapping = idmap.plan_mapping(
+            uid=uid, gid=gid, user=user, subuids=subuids, subgids=subgids,
+            helpers_available=helpers is not None, userns=userns,
+            uidmaps=uidmaps or (), gidmaps=gidmaps or (),
+        )
+    except idmap.IdMapError as exc:
+        raise RlError(str(exc), hint=getattr(exc, "hint", None)) from None
+    return mapping, helpers
+
+
+def apply_mapping(pid: int, mapping: IdMapping, helpers: tuple[str, str] | None) -> None:
+    import idmap
+
+    try:
+        idmap.apply_mapping(pid, mapping, helpers)
+    except idmap.IdMapError as exc:
+        raise SetupError(str(exc), hint=getattr(exc, "hint", None)) from None
+    except OSError as exc:
+        raise SetupError(
+            describe_oserror(f"writing the id maps of process {pid}", exc),
+            hint="run 'rl doctor' to check user namespaces and /etc/subuid",
+        ) from None
+
+
+def unshare_user(lib: object | None = None) -> None:
+    """unshare(CLONE_NEWUSER) with an error that says why the host refused it."""
+    try:
+        (lib or libc()).unshare(k.CLONE_NEWUSER)  # type: ignore[attr-defined]
+    except OSError as exc:
+        raise userns_error(exc) from None
+
+
+def become_root(mapping: IdMapping) -> None:
+    """Inside the new namespace: take uid/gid 0 (the invoking user on the host)."""
+    if mapping.mode != "single":
+        # setgroups is allowed only when /proc/self/setgroups is "allow" (the newgidmap case).
+        os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
+def userns_error(exc: OSError, sysctl_root: str = "/proc/sys") -> RlError:
+    """Turn a failed unshare(CLONE_NEWUSER) into an error naming the host setting to change."""
+    cause, fix = diagnose_userns(sysctl_root)
+    message = describe_oserror("creating a user namespace (unshare CLONE_NEWUSER)", exc)
+    if cause:
+        message += f"; {cause}"
+    return SetupError(message, hint=fix or "run 'rl doctor' to see what blocks user namespaces")
+
+
+def diagnose_userns(sysctl_root: str = "/proc/sys") -> tuple[str | None, str | None]:
+    """The host setting that blocks unprivileged user namespaces, and the command that fixes it."""
+
+    def read(name: str) -> str | None:
+        try:
+            return Path(sysctl_root, name).read_text().strip()
+        except OSError:
+            return None
+
+    if read("user/max_user_namespaces") == "0":
+        return ("user.max_user_namespaces is 0",
+                "sudo sysctl -w user.max_user_namespaces=28633 (and set it in /etc/sysctl.d/)")
+    if read("kernel/unprivileged_userns_clone") == "0":
+        return ("kernel.unprivileged_userns_clone is 0",
+                "sudo sysctl -w kernel.unprivileged_userns_clone=1 (and set it in /etc/sysctl.d/)")
+    if read("kernel/apparmor_restrict_unprivileged_userns") == "1":
+        return ("AppArmor restricts unprivileged user namespaces "
+                "(kernel.apparmor_restrict_unprivileged_userns=1)",
+                "sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, or add an "
+                "AppArmor profile for rl with 'userns,' (see 'rl doctor')")
+    return None, None
+
+
+def run_in_userns(
+    fn: Callable[[], None],
+    *,
+    paths: Paths | None = None,
+    name: str = "rl:[userns]",
+    mapping: IdMapping | None = None,
+    helpers: tuple[str, str] | None = None,
+) -> None:
+    """Run fn() as root in a new user namespace with the user's default mapping.
+
+    fn runs in a forked child; an RlError or OSError it raises is re-raised here with the same
+    message and hint. Call from a single-threaded point only.
+    """
+    del paths  # the mapping does not depend on the storage location (yet)
+    if mapping is None:
+        mapping, helpers = default_mapping()
+    parent, child = Channel.pair()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 0
+        try:
+            parent.close()
+            lib = libc()
+            lib.set_pdeathsig(signal.SIGKILL)
+            lib.set_name(name)
+            try:
+                unshare_user(lib)
+                child.send("userns")
+                go = child.recv()
+                if not go or go.get("op") != "go":
+                    os._exit(1)
+                become_root(mapping)
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent
+                child.send("error", **error_message(name, exc))
+                code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    child.close()
+    try:
+        msg = parent.recv()
+        if msg and msg.get("op") == "userns":
+            apply_mapping(pid, mapping, helpers)
+            parent.send("go")
+            msg = parent.recv()
+        if msg and msg.get("op") == "error":
+            raise_error(msg)
+    finally:
+        parent.close()
+        _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SetupError(f"{name} exited with status {os.waitstatus_to_exitcode(status)}")
