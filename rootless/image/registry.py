@@ -200,6 +200,11 @@ class RegistryClient:
                 )
                 response = self._client.send(request, stream=True)
             except httpx.TransportError as exc:
+                if _is_tls_error(exc):
+                    raise RegistryError(
+                        f"{what}: TLS with registry {self.registry} failed: {exc}",
+                        "if it is a plain-HTTP registry you trust, use --tls-verify=false",
+                    ) from None
                 if attempt < self.retries:
                     self._sleep(self.backoff * 2**attempt)
                     attempt += 1
@@ -646,6 +651,20 @@ def _pick_challenge(values: list[str]) -> tuple[str, dict[str, str]] | None:
             if challenge[0] == scheme:
                 return challenge
     return None
+
+
+def _is_tls_error(exc: BaseException) -> bool:
+    """Certificate and handshake failures are not transient: retrying will not help."""
+    import ssl
+
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _check_local_digest(hasher: hashlib._Hash, digest: str, what: str) -> None:
