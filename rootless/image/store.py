@@ -116,14 +116,17 @@ class PruneResult:
     bytes_freed: int = 0
 
 
-def _default_as_root(paths: Paths) -> Callable[[Callable[[], None]], None]:
-    def run(fn: Callable[[], None]) -> None:
+AsRoot = Callable[[Callable[[], None], str], None]
+
+
+def _default_as_root(paths: Paths) -> AsRoot:
+    def run(fn: Callable[[], None], name: str) -> None:
         if os.getuid() == 0:
-            fn()
+            fn()  # real root: the image's owners are the host's ids
             return
         from rootless.runtime.userns import run_in_userns
 
-        run_in_userns(fn, paths=paths, name="rl:[store]")
+        run_in_userns(fn, paths=paths, name=name)
 
     return run
 
@@ -131,11 +134,11 @@ def _default_as_root(paths: Paths) -> Callable[[Callable[[], None]], None]:
 class Store:
     """Blobs, layers and images under one Paths. Methods raise ImageError."""
 
-    def __init__(self, paths: Paths,
-                 as_root: Callable[[Callable[[], None]], None] | None = None) -> None:
+    def __init__(self, paths: Paths, as_root: AsRoot | None = None) -> None:
         self.paths = paths
         # Layer trees hold files owned by subordinate ids: only root in the user's namespace
-        # may remove them. Tests pass a plain call here.
+        # may create or remove them. as_root(fn, process name) runs fn there; a single
+        # call per pull, from a single-threaded point. Tests pass a plain call.
         self.as_root = as_root or _default_as_root(paths)
 
     # -- directories and locks -------------------------------------------------------------
@@ -587,7 +590,7 @@ class Store:
                     os.rename(layers / hexd, gone)
                     remove_tree(gone)
 
-            self.as_root(remove)
+            self.as_root(remove, "rl:[store]")
             for hexd in doomed:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.paths.layers / f"{hexd}.json")
