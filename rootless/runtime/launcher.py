@@ -75,7 +75,8 @@ def notice(text: str) -> None:
 class Prepared:
     """The result of planning a run: everything needed to start it."""
 
-    __slots__ = ("spec", "cid", "dirs", "setup", "mapping", "helpers", "ns_flags", "network", "image")
+    __slots__ = ("spec", "cid", "dirs", "setup", "mapping", "helpers", "ns_flags", "network", "image",
+                 "cgroup")
 
     def __init__(self, **kw: Any) -> None:
         for name in self.__slots__:
@@ -86,10 +87,12 @@ def run(spec: RunSpec, paths: Paths) -> int:
     """Run a container in the foreground; returns the exit status to report."""
     log = Log(spec.log_level)
     prepared = prepare(spec, paths, log)
+    code: int | None = None
     try:
-        return start_and_wait(prepared, paths, log)
+        code = start_and_wait(prepared, paths, log)
+        return code
     finally:
-        cleanup(prepared, log)
+        cleanup(prepared, log, code)
 
 
 def prepare(spec: RunSpec, paths: Paths, log: Log) -> Prepared:
@@ -109,14 +112,17 @@ def prepare(spec: RunSpec, paths: Paths, log: Log) -> Prepared:
     dirs = ContainerDirs(paths.containers / cid)
     dirs.create()
     try:
-        network = plan_network(spec)
+        from rootless.network import plan_network
+
+        network = plan_network(spec, source.exposed_ports or [])
         etc_files = {"/etc/hostname": dirs.write_file("hostname", hostname + "\n")}
         if network.mode == "host":
             etc_files["/etc/hosts"] = dirs.write_file("hosts", _read_or_empty("/etc/hosts"))
         elif not spec.no_hosts:
             etc_files["/etc/hosts"] = dirs.write_file(
-                "hosts", hosts_file(hostname, spec.name, _parse_add_hosts(spec.add_hosts), None))
-        etc_files["/etc/resolv.conf"] = dirs.write_file("resolv.conf", resolv_conf(spec))
+                "hosts", hosts_file(hostname, spec.name, _parse_add_hosts(spec.add_hosts),
+                                    network.host_ip))
+        etc_files["/etc/resolv.conf"] = dirs.write_file("resolv.conf", resolv_conf(spec, network))
         env = build_env(spec, source.env, hostname)
         security = None
         try:
@@ -125,9 +131,18 @@ def prepare(spec: RunSpec, paths: Paths, log: Log) -> Prepared:
             plan_security = None  # type: ignore[assignment]
         masked: list[str] = []
         readonly_paths: list[str] = []
+        extra_mounts: list[Any] = []
         if plan_security is not None:
             security = plan_security(spec)
             masked, readonly_paths = security.masked_paths(), security.readonly_paths()
+            extra_mounts = security.extra_mounts(dirs)
+        cgroup = None
+        if spec.limits is not None and spec.cgroups != "disabled":
+            from rootless.cgroups import prepare_cgroup
+
+            # Raises CgroupError (125) for a limit that cannot be applied, or warns and drops
+            # it with --cgroups=best-effort. Creates nothing yet.
+            cgroup = prepare_cgroup(spec, cid, log)
         plan = plan_mounts(
             host_network=network.mode == "host",
             volumes=spec.volumes,
@@ -137,7 +152,9 @@ def prepare(spec: RunSpec, paths: Paths, log: Log) -> Prepared:
             read_only_tmpfs=spec.read_only_tmpfs,
             masked=masked,
             readonly_paths=readonly_paths,
+            cgroup_ns=cgroup is not None,
         )
+        plan += extra_mounts
         for op in plan:
             log(f"plan: {op.describe()}")
         size = None
@@ -166,6 +183,9 @@ def prepare(spec: RunSpec, paths: Paths, log: Log) -> Prepared:
             mapping_mode=mapping.mode,
             debug=log.enabled,
         )
+        from rootless.runtime import state
+
+        state.reserve_name(paths, spec.name, cid)
         dirs.write_config({
             "id": cid, "name": spec.name, "hostname": hostname, "command": command,
             "image": source.image_name, "image_id": source.image_id,
@@ -175,31 +195,16 @@ def prepare(spec: RunSpec, paths: Paths, log: Log) -> Prepared:
         dirs.remove()
         raise
     ns = k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWPID | k.CLONE_NEWCGROUP
-    if network.mode != "host":
+    if network.new_netns:
         ns |= k.CLONE_NEWNET
     return Prepared(spec=spec, cid=cid, dirs=dirs, setup=setup, mapping=mapping, helpers=helpers,
-                    ns_flags=ns, network=network, image=source)
+                    ns_flags=ns, network=network, image=source, cgroup=cgroup)
 
 
-class NetworkPlan:
-    __slots__ = ("mode", "needs_go")
-
-    def __init__(self, mode: str, needs_go: bool = False) -> None:
-        self.mode = mode
-        self.needs_go = needs_go
-
-
-def plan_network(spec: RunSpec) -> NetworkPlan:
-    mode = spec.network or "none"
-    if mode in ("none", "host"):
-        if spec.publish and not spec.quiet:
-            notice("Port mappings have been discarded as one of the Host, Container, Pod, and None network modes are in use")
-        return NetworkPlan(mode)
-    raise UsageError(f"network mode {mode!r} is not supported yet", hint="use --network none or --network host")
-
-
-def resolv_conf(spec: RunSpec) -> str:
+def resolv_conf(spec: RunSpec, network: Any) -> str:
     text = host_resolv_conf()
+    if network.dns:
+        text = "".join(f"nameserver {d}\n" for d in network.dns)
     if spec.dns or spec.dns_search or spec.dns_options:
         lines = [f"nameserver {d}" for d in spec.dns] or [
             ln for ln in text.splitlines() if ln.startswith("nameserver")]
@@ -350,6 +355,10 @@ class Session:
         self.log("helper in its user namespace")
         apply_mapping(self.helper_pid, self.p.mapping, self.p.helpers)
         self.log("id maps written")
+        if self.p.cgroup is not None:
+            # Limits are in place before PID 1 exists: the helper moves in, PID 1 inherits.
+            self.p.cgroup.create_and_attach(self.helper_pid)
+            self.log(f"cgroup {self.p.cgroup.describe()}")
         self.hchan.send("go")
         msg = self.hchan.recv()
         if msg is None or msg.get("op") != "pid1":
@@ -363,6 +372,10 @@ class Session:
         except OSError:
             self.pidfd = None
         self.log(f"PID 1 is host pid {self.pid1}")
+        from rootless.runtime import state
+
+        state.record_running(self.p, self.pid1, self.helper_pid)
+        self.p.network.start(self.helper_pid, self.log)
         if self.p.setup.wait_for_go and self.cchan is not None:
             self.cchan.send("go")
         return self.wait()
@@ -477,6 +490,10 @@ class Session:
             notice(f"rl: container killed after --timeout {self.p.spec.timeout}s")
             return TIMEOUT_EXIT
         status = self.status or 0
+        if self.p.cgroup is not None and self.p.cgroup.oom_killed():
+            # memory.events oom_kill grew: say so, and report SIGKILL's status as podman does.
+            notice(f"rl: killed by the OOM killer: {self.p.cgroup.memory_limit_text()}")
+            return 137
         if os.WIFSIGNALED(status):
             return 128 + os.WTERMSIG(status)
         return os.WEXITSTATUS(status)
@@ -550,7 +567,13 @@ class Session:
             self.cchan.close()
 
 
-def cleanup(p: Prepared, log: Log) -> None:
+def cleanup(p: Prepared, log: Log, exit_code: int | None) -> None:
+    p.network.stop()
+    if p.cgroup is not None:
+        p.cgroup.remove()
+    from rootless.runtime import state
+
+    state.record_exited(p, exit_code)
     if not p.spec.remove:
         return
     if p.dirs.remove():

@@ -76,7 +76,7 @@ def plan_mounts(
     read_only_tmpfs: bool,
     masked: Iterable[str] = (),
     readonly_paths: Iterable[str] = (),
-    cgroup_mount: str | None = None,
+    cgroup_ns: bool = False,
 ) -> list[MountOp]:
     """The mounts made inside the new root, in order (the rootfs itself is mounted first by the
     caller). `etc_files` maps a container path (/etc/hosts) to the host file bind-mounted there."""
@@ -109,8 +109,11 @@ def plan_mounts(
         plan.append(MountOp("bind", "/sys", "/sys", flags=nsd | k.MS_NOEXEC | k.MS_RDONLY))
     else:
         plan.append(MountOp("mount", "/sys", "sysfs", "sysfs", nsd | k.MS_NOEXEC | k.MS_RDONLY))
-    if cgroup_mount:
-        plan.append(MountOp("bind", "/sys/fs/cgroup", cgroup_mount, flags=nsd | k.MS_NOEXEC | k.MS_RDONLY))
+    if cgroup_ns:
+        # A new cgroup2 instance from inside the cgroup namespace shows the container's own
+        # cgroup as its root (cgroup_namespaces(7)).
+        plan.append(MountOp("mount", "/sys/fs/cgroup", "cgroup2", "cgroup2",
+                            nsd | k.MS_NOEXEC | k.MS_RDONLY, optional=True))
     for target, source in etc_files.items():
         plan.append(MountOp("file", target))
         plan.append(MountOp("bind", target, source, flags=nsd | k.MS_NOEXEC))

@@ -30,7 +30,6 @@ from rootless.runtime.channel import Channel, error_message, raise_error
 
 if TYPE_CHECKING:
     from idmap import IdMapping
-
     from rootless.paths import Paths
 
 SUBUID_FILE = "/etc/subuid"
