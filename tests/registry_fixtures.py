@@ -133,7 +133,7 @@ class TokenServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
 
     @property
     def realm(self) -> str:
@@ -377,3 +377,83 @@ def push_test_images(reg: RunningRegistry) -> dict[str, str]:
     """Build and push the rltest/* images; {name: manifest (or index) digest}."""
     builder = load_image_builder()
     return builder.build_and_push_all(reg.url_host, insecure=True, credentials=reg.credentials)
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+@dataclass
+class LocalServer:
+    """A scripted HTTP server on 127.0.0.x (flaky registries, redirect targets...)."""
+
+    host: str
+    port: int
+    requests: list[Recorded]
+    _server: ThreadingHTTPServer
+
+    @property
+    def url_host(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> LocalServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+Reply = tuple[int, dict[str, str], bytes]
+
+
+def serve_http(respond: Any, host: str = "127.0.0.1") -> LocalServer:
+    """Serve `respond(recorded) -> (status, headers, body)` for every request, in a thread.
+    Every request is recorded (method, path, headers) before `respond` sees it."""
+    requests: list[Recorded] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _any(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            recorded = Recorded(self.command, self.path, dict(self.headers.items()))
+            requests.append(recorded)
+            status, headers, body = respond(recorded)
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            if "Content-Length" not in headers:
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = _any  # noqa: N815
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            # A client that hangs up early (a refused oversized answer) is not an error here.
+            if not isinstance(sys.exc_info()[1], ConnectionError):
+                super().handle_error(request, client_address)
+
+    server = Server((host, 0), Handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    return LocalServer(host, server.server_address[1], requests, server)
