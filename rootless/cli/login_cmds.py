@@ -22,7 +22,10 @@ def _parse_bool(name: str, value: str) -> bool:
         return True
     if lowered in ("false", "0", "no", "off"):
         return False
-    raise UsageError(f"invalid value {value!r} for {name}: expected true or false")
+    raise UsageError(
+        f"invalid value {value!r} for {name}: expected true or false",
+        f"write it as {name}=true or {name}=false",
+    )
 
 
 def _read_password_stdin() -> str:
@@ -139,10 +142,8 @@ def register(app: typer.Typer) -> None:
         tls_verify: str = typer.Option(
             "true",
             "--tls-verify",
-            is_flag=False,
-            flag_value="true",
-            metavar="[=BOOL]",
-            help="Require HTTPS and verify certificates (--tls-verify=false allows HTTP).",
+            metavar="BOOL",
+            help="Require HTTPS and verify certificates; --tls-verify=false allows plain HTTP.",
         ),
         no_tls_verify: bool = typer.Option(
             False, "--no-tls-verify", help="Same as --tls-verify=false."

@@ -378,6 +378,12 @@ class RegistryClient:
                 "check the name and tag; `rl login` first if the repository is private",
             )
         if status == 401:
+            if self.credentials is not None and self._challenge and self._challenge[0] == "basic":
+                return RegistryError(
+                    f"{what}: {self.registry} refused the credentials: invalid username or "
+                    f"password (HTTP 401 {code or 'UNAUTHORIZED'})",
+                    f"log in again: rl login {self.registry}",
+                )
             if self.credentials is not None:
                 return RegistryError(
                     f"{what}: {self.registry} refused the credentials (HTTP 401 {code or 'UNAUTHORIZED'})",
