@@ -376,7 +376,10 @@ def load_image_builder() -> ModuleType:
 def push_test_images(reg: RunningRegistry) -> dict[str, str]:
     """Build and push the rltest/* images; {name: manifest (or index) digest}."""
     builder = load_image_builder()
-    return builder.build_and_push_all(reg.url_host, insecure=True, credentials=reg.credentials)
+    digests: dict[str, str] = builder.build_and_push_all(
+        reg.url_host, insecure=True, credentials=reg.credentials
+    )
+    return digests
 
 
 @dataclass

@@ -619,7 +619,7 @@ class RegistryClient:
         response.close()
 
     def _location(self, response: httpx.Response, what: str) -> str:
-        location = response.headers.get("Location")
+        location: str | None = response.headers.get("Location")
         response.close()
         if not location:
             raise RegistryError(f"{what}: {self.registry} sent no upload Location")
