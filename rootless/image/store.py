@@ -250,6 +250,49 @@ class Store:
                 raise
         return final
 
+    def import_blob(self, src: IO[bytes], expected: str | None = None) -> tuple[str, int]:
+        """Store a blob read from src whose digest is learnt while copying (rl load).
+
+        Returns (digest, size); ImageError when `expected` is given and does not match.
+        """
+        self.ensure_dirs()
+        tmp = self.paths.tmp / f"import-{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            hasher = hashlib.sha256()
+            size = 0
+            with open(tmp, "xb") as out:
+                while chunk := src.read(_COPY_CHUNK):
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            digest = f"sha256:{hasher.hexdigest()}"
+            if expected is not None and expected != digest:
+                raise ImageError(f"blob {expected} does not match its digest (content is {digest})",
+                                 "the archive is corrupt or was altered")
+            with self.blob_lock(digest):
+                final = self.blob_path(digest)
+                if final.is_file():
+                    os.unlink(tmp)
+                else:
+                    os.chmod(tmp, 0o644)
+                    os.replace(tmp, final)
+                    _fsync_dir(self.paths.blobs)
+            return digest, size
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def find_layer_blob(self, diff_id: str) -> dict[str, Any] | None:
+        """A stored compressed blob of the layer diff_id (its descriptor), from any image."""
+        for image in self.list_images():
+            for layer_diff, desc in zip(image.diff_ids, image.layers, strict=False):
+                if layer_diff == diff_id and self.has_blob(desc["digest"]):
+                    return desc
+        return None
+
     def open_blob(self, digest: str) -> IO[bytes]:
         try:
             return open(self.blob_path(digest), "rb")
