@@ -31,7 +31,10 @@ def build_run_spec(parsed: ParsedRun, settings: dict[str, Any] | None = None,
     environ = dict(os.environ) if environ is None else environ
     merged: dict[str, Any] = dict(settings or {})
     for key, value in parsed.flags.items():
-        merged[key] = value
+        # Lists given on the command line add to those of config.toml and profiles (as
+        # podman's --env adds to containers.conf's env, as in rootless.config.layers).
+        inherited = merged.get(key)
+        merged[key] = inherited + value if isinstance(value, list) and isinstance(inherited, list) else value
     fields: dict[str, Any] = {k: merged[k] for k in _DIRECT if k in merged}
 
     if merged.get("rootfs"):

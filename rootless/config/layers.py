@@ -1,0 +1,186 @@
+"""config.toml's [run] table and profile files as layers, and how layers merge.
+
+Precedence, lowest first: built-in defaults < config.toml [run] < each --profile in order
+(a profile's `extends` parents come just before it) < command-line flags.
+Scalars: the later layer wins. Lists (env, volumes, publish, ...): each layer appends to
+what came before; a layer with `clear = ["env", ...]` drops the inherited items of those keys
+first, so its own list replaces theirs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from rootless.config.schema import PROFILE_KEYS, RUN_KEYS, check_run_value, check_type, closest
+from rootless.config.toml import read_toml, where
+from rootless.errors import ConfigError
+
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class Layer:
+    """The validated `rl run` values of one file (or one table of it), with their places."""
+
+    __slots__ = ("name", "path", "values", "places", "clear", "extends", "description")
+
+    def __init__(self, name: str, path: Path) -> None:
+        self.name = name
+        self.path = path
+        self.values: dict[str, Any] = {}
+        self.places: dict[str, str] = {}
+        self.clear: list[str] = []
+        self.extends: list[str] = []
+        self.description = ""
+
+
+def expand(value: Any, env: dict[str, str], place: str) -> Any:
+    """`${NAME}` from the environment in strings and list items (`${PWD}` is the current
+    directory even where the shell did not export it); an unset name is an error."""
+    if isinstance(value, list):
+        return [expand(v, env, place) for v in value]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def one(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name == "PWD":
+            return env.get("PWD") if env.get("PWD") and _same_dir(env["PWD"]) else os.getcwd()
+        if name not in env:
+            raise ConfigError(f"{place}: ${{{name}}} is not set in the environment",
+                              hint=f"export {name}, or write the value out")
+        return env[name]
+
+    return _VAR.sub(one, value)
+
+
+def _same_dir(path: str) -> bool:
+    try:
+        return os.path.samefile(path, ".")
+    except OSError:
+        return False
+
+
+def build_layer(name: str, path: Path, data: dict[str, Any], text: str, table: str,
+                env: dict[str, str], *, profile: bool) -> Layer:
+    """Validate `data` (a profile file, or config.toml's [run] table) into a Layer."""
+    layer = Layer(name, path)
+    valid = sorted(RUN_KEYS) + (sorted(PROFILE_KEYS) if profile else [])
+    for key, raw in data.items():
+        place = where(path, text, table, key)
+        label = f"{table}.{key}" if table else key
+        if key not in valid:
+            guess = closest(key, valid)
+            hint = f"did you mean '{guess}'?" if guess else "'rl profile new NAME' lists every key"
+            raise ConfigError(f"{place}: unknown key '{label}'", hint=hint)
+        try:
+            if key == "extends":
+                value = [raw] if isinstance(raw, str) else check_type("list", raw)
+                for parent in value:
+                    if not PROFILE_NAME.fullmatch(parent):
+                        raise ValueError(f"{parent!r} is not a profile name")
+                layer.extends = value
+            elif key == "description":
+                layer.description = check_type("str", raw)
+            elif key == "clear":
+                value = check_type("list", raw)
+                for item in value:
+                    if RUN_KEYS.get(item) != "list":
+                        lists = ", ".join(k for k in sorted(RUN_KEYS) if RUN_KEYS[k] == "list")
+                        raise ValueError(f"{item!r} is not a list key ({lists})")
+                layer.clear = value
+            else:
+                layer.values[key] = check_run_value(key, expand(raw, env, place))
+                layer.places[key] = place
+        except ValueError as exc:
+            raise ConfigError(f"{place}: invalid value for '{label}': {exc}",
+                              hint=_type_hint(key)) from None
+    return layer
+
+
+def _type_hint(key: str) -> str:
+    kind = RUN_KEYS.get(key)
+    examples = {"bool": f"{key} = true", "int": f"{key} = 30", "str": f'{key} = "value"',
+                "list": f'{key} = ["value"]'}
+    if key == "extends":
+        return 'extends = "base" (or a list of profile names)'
+    return f"for example: {examples.get(kind or 'list')}"
+
+
+def profile_file(profiles_dir: Path, name: str) -> Path:
+    if not PROFILE_NAME.fullmatch(name):
+        raise ConfigError(f"invalid profile name {name!r}",
+                          hint="profile names are letters, digits, '_', '.' and '-'")
+    return profiles_dir / f"{name}.toml"
+
+
+def available_profiles(profiles_dir: Path) -> list[str]:
+    try:
+        return sorted(p.name[:-5] for p in profiles_dir.iterdir()
+                      if p.name.endswith(".toml") and PROFILE_NAME.fullmatch(p.name[:-5]))
+    except OSError:
+        return []
+
+
+def read_profile(profiles_dir: Path, name: str, env: dict[str, str],
+                 wanted_by: str | None = None) -> Layer:
+    path = profile_file(profiles_dir, name)
+    if not path.is_file():
+        have = available_profiles(profiles_dir)
+        first = f"{wanted_by}: " if wanted_by else ""
+        hint = (f"the profiles in {profiles_dir} are: {', '.join(have)}" if have
+                else f"create it with 'rl profile new {name}'")
+        guess = closest(name, have) if have else None
+        if guess:
+            hint = f"did you mean '{guess}'? " + hint
+        raise ConfigError(f"{first}profile '{name}' not found ({path} does not exist)", hint=hint)
+    data, text = read_toml(path)
+    return build_layer(f"profile {name}", path, data, text, "", env, profile=True)
+
+
+def profile_chain(profiles_dir: Path, names: list[str], env: dict[str, str]) -> list[Layer]:
+    """The layers of `names` in order, each preceded by its `extends` parents. A profile
+    reached twice is applied once (where first reached), so lists are not doubled."""
+    out: list[Layer] = []
+    done: set[str] = set()
+
+    def visit(name: str, stack: list[str], wanted_by: str | None) -> None:
+        if name in stack:
+            cycle = " -> ".join(stack[stack.index(name):] + [name])
+            raise ConfigError(f"profile '{name}' extends itself: {cycle}",
+                              hint="remove one 'extends' from the cycle")
+        if name in done:
+            return
+        layer = read_profile(profiles_dir, name, env, wanted_by)
+        for parent in layer.extends:
+            visit(parent, stack + [name], where(layer.path, layer.path.read_text(), "", "extends"))
+        done.add(name)
+        out.append(layer)
+
+    for name in names:
+        visit(name, [], None)
+    return out
+
+
+def merge(layers: list[Layer]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(values, places): scalars from the last layer that sets them; lists appended across
+    layers after each layer's `clear`. places[key] is one place for a scalar, and one place
+    per item for a list."""
+    values: dict[str, Any] = {}
+    places: dict[str, Any] = {}
+    for layer in layers:
+        for key in layer.clear:
+            values.pop(key, None)
+            places.pop(key, None)
+        for key, value in layer.values.items():
+            if RUN_KEYS[key] == "list" and key != "command":
+                values[key] = values.get(key, []) + value
+                places[key] = places.get(key, []) + [layer.places[key]] * len(value)
+            else:
+                # `command` is the argv, not a list of items: a later one replaces it.
+                values[key] = value
+                places[key] = layer.places[key]
+    return values, places
