@@ -1,0 +1,202 @@
+"""slirp4netns: user-mode TCP/IP for the container's network namespace.
+
+slirp4netns(1) enters the namespace only to create and configure tap0 (--configure), then works
+from the host's namespaces: the container's packets become ordinary sockets of the user.
+Readiness is its --ready-fd ("1" once tap0 is configured); its lifetime is bound to rl by
+--exit-fd (it quits when the write end closes, i.e. when rl exits, even by SIGKILL) and to the
+namespace by PR_SET_PDEATHSIG. Published ports go through its JSON API socket (add_hostfwd).
+"""
+
+from __future__ import annotations
+
+import os
+
+from rootless.errors import NetworkError, UsageError
+from rootless.network import NetworkPlan
+from rootless.network.spawn import exited, find_program, open_log, reap, spawn, tail_log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~4 ms of rl run's start-up
+    from typing import Any
+
+DEFAULT_CIDR = "10.0.2.0/24"
+DEFAULT_MTU = 65520
+READY_TIMEOUT = 10.0
+
+
+class SlirpOptions:
+    """podman's `slirp4netns:` options."""
+
+    __slots__ = ("allow_host_loopback", "mtu", "cidr", "enable_ipv6", "outbound_addr",
+                 "outbound_addr6", "port_handler")
+
+    def __init__(self) -> None:
+        self.allow_host_loopback = False
+        self.mtu = DEFAULT_MTU
+        self.cidr = DEFAULT_CIDR
+        self.enable_ipv6 = False
+        self.outbound_addr = ""
+        self.outbound_addr6 = ""
+        self.port_handler = "slirp4netns"
+
+
+def _bool(name: str, value: str) -> bool:
+    if value in ("true", "false"):
+        return value == "true"
+    raise UsageError(f"slirp4netns option {name}: expected true or false, got {value!r}")
+
+
+def parse_options(text: str) -> SlirpOptions:
+    opts = SlirpOptions()
+    for item in filter(None, text.split(",")):
+        name, _, value = item.partition("=")
+        if name in ("allow_host_loopback", "enable_ipv6"):
+            setattr(opts, name, _bool(name, value))
+        elif name == "mtu":
+            if not value.isdigit() or not 68 <= int(value) <= 65521:
+                raise UsageError(f"slirp4netns option mtu: expected 68-65521, got {value!r}")
+            opts.mtu = int(value)
+        elif name == "cidr":
+            addr, _, bits = value.partition("/")
+            if addr.count(".") != 3 or not bits.isdigit() or not 8 <= int(bits) <= 25:
+                raise UsageError(f"slirp4netns option cidr: expected an IPv4 network like 10.0.2.0/24, got {value!r}")
+            opts.cidr = value
+        elif name in ("outbound_addr", "outbound_addr6"):
+            setattr(opts, name, value)
+        elif name == "port_handler":
+            if value not in ("slirp4netns", "rootlesskit"):
+                raise UsageError(f"slirp4netns option port_handler: expected slirp4netns, got {value!r}")
+            # rootlesskit's port driver is not part of rl; slirp4netns's own forwarder serves.
+            opts.port_handler = "slirp4netns"
+        else:
+            raise UsageError(f"unknown slirp4netns option {name!r}",
+                             hint="known: allow_host_loopback, mtu, cidr, enable_ipv6, outbound_addr, "
+                                  "outbound_addr6, port_handler")
+    return opts
+
+
+def nth_address(cidr: str, n: int) -> str:
+    """The n-th address of an IPv4 network (slirp's gateway is .2, DNS .3, the guest .100)."""
+    addr = cidr.partition("/")[0]
+    a, b, c, d = (int(x) for x in addr.split("."))
+    value = (a << 24 | b << 16 | c << 8 | d) + n
+    return ".".join(str(value >> s & 255) for s in (24, 16, 8, 0))
+
+
+class SlirpPlan(NetworkPlan):
+    def __init__(self, options: SlirpOptions, ports: list[Any], program: str, runtime_dir: str) -> None:
+        gateway = nth_address(options.cidr, 2)
+        super().__init__("slirp4netns", needs_go=True,
+                         host_ip=gateway if options.allow_host_loopback else None,
+                         dns=[nth_address(options.cidr, 3)], options=options)
+        self.ports = ports
+        self.program = program
+        self.runtime_dir = runtime_dir
+        self.pid: int | None = None
+        self.exit_w: int | None = None
+        self.api_socket: str | None = None
+        self.log_path: str | None = None
+
+    def argv(self, netns_pid: int, ready_fd: int, exit_fd: int) -> list[str]:
+        o = self.options
+        argv = [self.program, "--configure", f"--mtu={o.mtu}", f"--ready-fd={ready_fd}",
+                f"--exit-fd={exit_fd}", "--enable-sandbox", "--enable-seccomp"]
+        if o.cidr != DEFAULT_CIDR:
+            argv.append(f"--cidr={o.cidr}")
+        if not o.allow_host_loopback:
+            argv.append("--disable-host-loopback")
+        if o.enable_ipv6:
+            argv.append("--enable-ipv6")
+        if o.outbound_addr:
+            argv.append(f"--outbound-addr={o.outbound_addr}")
+        if o.outbound_addr6:
+            argv.append(f"--outbound-addr6={o.outbound_addr6}")
+        if self.api_socket:
+            argv.append(f"--api-socket={self.api_socket}")
+        # PID form: slirp4netns joins the user namespace and then the network namespace of
+        # the helper (the path form with --userns-path fails its setegid(0) here).
+        argv += [str(netns_pid), "tap0"]
+        return argv
+
+    def start(self, netns_pid: int, log: Any) -> None:
+        import select
+
+        if self.ports:
+            self.api_socket = os.path.join(self.runtime_dir, f"slirp4netns-{netns_pid}.sock")
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        exit_r, self.exit_w = os.pipe2(os.O_CLOEXEC)
+        self.log_path, log_fd = open_log(self.runtime_dir, f"slirp4netns-{netns_pid}")
+        try:
+            self.pid = spawn(self.argv(netns_pid, ready_w, exit_r), keep_fds=(ready_w, exit_r),
+                             stdout=log_fd, stderr=log_fd)
+        finally:
+            for fd in (ready_w, exit_r, log_fd):
+                os.close(fd)
+        log(f"slirp4netns pid {self.pid}")
+        try:
+            ready, _, _ = select.select([ready_r], [], [], READY_TIMEOUT)
+            data = os.read(ready_r, 1) if ready else b""
+            if data != b"1":
+                status = exited(self.pid)
+                output = tail_log(self.log_path)
+                self.stop()
+                what = "did not become ready" if status is None else "exited"
+                raise NetworkError(f"slirp4netns {what}: {output or 'no output'}",
+                                   hint="rl doctor checks /dev/net/tun and the user namespace set-up")
+            log("slirp4netns ready")
+            for m in self.ports:
+                self.add_hostfwd(m)
+                log(f"published {m.describe()}")
+        finally:
+            os.close(ready_r)
+
+    def add_hostfwd(self, m: Any) -> None:
+        import json
+        import socket
+
+        request = {"execute": "add_hostfwd", "arguments": {
+            "proto": m.protocol, "host_addr": m.host_ip or "0.0.0.0", "host_port": m.host_port,
+            "guest_port": m.container_port}}
+        assert self.api_socket is not None
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(READY_TIMEOUT)
+            s.connect(self.api_socket)
+            s.sendall(json.dumps(request).encode())
+            s.shutdown(socket.SHUT_WR)
+            reply = b""
+            while chunk := s.recv(4096):
+                reply += chunk
+        answer = json.loads(reply or b"{}")
+        if "error" in answer or "return" not in answer:
+            desc = str(answer.get("error", {}).get("desc", reply.decode(errors="replace")))
+            self.stop()
+            from rootless.network.ports import port_error
+
+            if "in use" in desc.lower():
+                import errno
+
+                raise port_error(m, OSError(errno.EADDRINUSE, desc))
+            raise NetworkError(f"slirp4netns could not publish {m.describe()}: {desc}")
+
+    def stop(self) -> None:
+        if self.exit_w is not None:
+            os.close(self.exit_w)  # slirp4netns's --exit-fd: it quits on EOF
+            self.exit_w = None
+        if self.pid is not None:
+            reap(self.pid)
+            self.pid = None
+        for path in (self.api_socket, self.log_path):
+            if path:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        self.api_socket = self.log_path = None
+
+
+def plan(options_text: str, ports: list[Any], runtime_dir: str) -> SlirpPlan:
+    program = find_program("slirp4netns")
+    if program is None:
+        raise NetworkError("slirp4netns is not installed",
+                           hint="install it (Debian: apt install slirp4netns) or use --network pasta|none")
+    return SlirpPlan(parse_options(options_text), ports, program, runtime_dir)

@@ -1,0 +1,116 @@
+"""Start a network helper program that dies with rl, even when rl is SIGKILLed.
+
+fork + exec by hand rather than subprocess: PR_SET_PDEATHSIG must be armed in the child between
+fork and exec (subprocess's preexec_fn is not fork-safe, and posix_spawn cannot do it). The
+death signal fires when the thread that forked the child exits; rl is single-threaded here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+def find_program(name: str, path: str | None = None) -> str | None:
+    """shutil.which without importing shutil (rl run's start-up budget)."""
+    for directory in (path if path is not None else os.environ.get("PATH", "/usr/bin:/bin")).split(":"):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    for directory in ("/usr/bin", "/usr/sbin", "/bin", "/sbin"):
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def spawn(argv: list[str], keep_fds: tuple[int, ...] = (), stdout: int | None = None,
+          stderr: int | None = None) -> int:
+    """Run argv with PDEATHSIG=SIGKILL; keep_fds stay open in the child.
+
+    Every other descriptor of rl is close-on-exec (Python's default), so the helper gets only
+    these and 0-2.
+    """
+    from rootless.kernel import libc
+
+    lib = libc()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            lib.set_pdeathsig(signal.SIGKILL)
+            if os.getppid() != parent:  # rl died before the death signal was armed
+                os._exit(127)
+            for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            null = os.open("/dev/null", os.O_RDWR)
+            os.dup2(null, 0)
+            os.dup2(stdout if stdout is not None else null, 1)
+            os.dup2(stderr if stderr is not None else null, 2)
+            for fd in keep_fds:
+                os.set_inheritable(fd, True)
+            os.execv(argv[0], argv)
+        except BaseException:  # noqa: BLE001
+            os._exit(127)
+    return pid
+
+
+def reap(pid: int, timeout: float = 2.0) -> None:
+    """SIGTERM, then SIGKILL after timeout; always waits, so no zombie stays behind."""
+    import select
+
+    from rootless.kernel import libc
+
+    try:
+        pidfd = libc().pidfd_open(pid)
+    except OSError:
+        pidfd = None
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    if pidfd is not None:
+        # A pidfd becomes readable when the process exits (pidfd_open(2)).
+        if not select.select([pidfd], [], [], timeout)[0]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os.close(pidfd)
+    else:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def exited(pid: int) -> int | None:
+    """The wait status if pid has exited (and reap it), else None."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return 0
+    return status if done else None
+
+
+def open_log(directory: str, name: str) -> tuple[str, int]:
+    """A fresh log file for a helper's stdout/stderr, read back when it fails."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, name + ".log")
+    return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+
+
+def tail_log(path: str | None, lines: int = 3) -> str:
+    """The last lines of a helper's log (minus pasta's syslog noise), joined for a message."""
+    try:
+        with open(path or "", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return ""
+    kept = [ln.strip() for ln in text.splitlines()
+            if ln.strip() and not ln.startswith("Failed to send") and not ln.startswith("* ")]
+    return " / ".join(kept[-lines:])
