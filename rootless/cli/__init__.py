@@ -17,6 +17,7 @@ from rootless import __version__
 COMMAND_MODULES = [
     "rootless.cli.image_cmds",
     "rootless.cli.login_cmds",
+    "rootless.cli.secret_cmds",
 ]
 
 
