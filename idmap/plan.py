@@ -9,9 +9,9 @@ CONTAINER:INTERMEDIATE:SIZE pieces translated into real host ids, one map line p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import pairwise
 
+from idmap._record import Frozen
 from idmap.errors import IdMapError
 from idmap.subid import ID_LIMIT, SubidRange
 
@@ -23,10 +23,10 @@ MODE_SINGLE = "single"
 MODE_SUBID = "subid"
 
 
-@dataclass(frozen=True)
-class IdRange:
+class IdRange(Frozen):
     """One line of /proc/PID/uid_map: ids inside..inside+count-1 are outside..outside+count-1."""
 
+    __slots__ = ("inside", "outside", "count")
     inside: int
     outside: int
     count: int
@@ -35,18 +35,19 @@ class IdRange:
         return f"{self.inside} {self.outside} {self.count}"
 
 
-@dataclass(frozen=True)
-class IdMapping:
+class IdMapping(Frozen):
     """The planned maps of one user namespace and how to write them.
 
     mode "single": one id each, written directly by the parent (needs setgroups "deny").
     mode "subid": written by the setuid helpers newuidmap/newgidmap.
     """
 
+    __slots__ = ("uid_map", "gid_map", "mode", "notice")
+    _defaults = {"notice": None}
     uid_map: tuple[IdRange, ...]
     gid_map: tuple[IdRange, ...]
     mode: str
-    notice: str | None = None
+    notice: str | None
 
     def container_uid_to_host(self, uid: int) -> int | None:
         return _to_host(self.uid_map, uid)

@@ -6,9 +6,9 @@ newuidmap accepts a request when one of the owner's lines covers it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+from idmap._record import Frozen
 from idmap.errors import IdMapError, SubidFileError
 
 # uid_t is 32 bits and (uid_t)-1 means "no id" to every setuid-family call, so the last
@@ -16,10 +16,10 @@ from idmap.errors import IdMapError, SubidFileError
 ID_LIMIT = 2**32 - 1
 
 
-@dataclass(frozen=True)
-class SubidRange:
+class SubidRange(Frozen):
     """One /etc/subuid or /etc/subgid entry owned by the user: ids start .. start+count-1."""
 
+    __slots__ = ("start", "count")
     start: int
     count: int
 

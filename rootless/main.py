@@ -8,9 +8,20 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    entry = argv is None
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "run":
-        return run_main(argv[1:])
+        code = run_main(argv[1:])
+        if entry and not os.environ.get("RL_NO_FAST_EXIT"):
+            # Skip the interpreter's finalisation (~12 ms of module teardown on these
+            # machines): the container is gone and every file rl wrote is closed.
+            try:
+                sys.stdout.flush()
+            except OSError:
+                pass
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     from rootless.cli import app_main
 
     return app_main(argv)
@@ -56,12 +67,13 @@ def run_main(args: list[str]) -> int:
             return run_detached(spec, paths)
         from rootless.runtime.launcher import run
 
-        return run(spec, paths)
+        code = run(spec, paths)
     except RlError as exc:
-        return report(exc, debug)
+        code = report(exc, debug)
     except KeyboardInterrupt:
         sys.stderr.write("Error: interrupted\n")
-        return 130
+        code = 130
+    return code
 
 
 def load_settings(parsed, paths) -> dict:  # type: ignore[no-untyped-def]

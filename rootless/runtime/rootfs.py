@@ -5,11 +5,15 @@ container's storage, so the source is never modified and nothing is copied."""
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from rootless.errors import UsageError
 from rootless.paths import Paths
 from rootless.spec import RunSpec
+
+# typing is imported for annotations only: importing it costs ~4 ms of `rl run`'s start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class RootfsSource:
