@@ -44,6 +44,9 @@ OVERLAY_OPAQUE_XATTR = "user.overlay.opaque"
 # the container could open anyway.
 NAME_MAX_TOTAL = 4096
 CHUNK = 1 << 20
+# tarfile's stream buffer: it slices this buffer on every 512-byte header read, so a large
+# one costs more than it saves.
+TAR_BUFSIZE = 64 << 10
 
 _SKIPPED_KINDS = {
     tarfile.CHRTYPE: "character device",
@@ -224,12 +227,27 @@ class Extractor:
         self.skipped: dict[str, int] = {}
         self.chown_failures = 0
         self.dropped_xattrs = 0
-        self._links: dict[tuple[bytes, ...], None] = {}
+        # Directory fds reached by an O_NOFOLLOW walk, by path. Only this extractor changes
+        # the tree, and a path can stop naming the same directory only through _remove,
+        # which empties the cache whenever it deletes a directory.
+        self._dir_fds: dict[tuple[bytes, ...], int] = {}
+        self._retired: list[int] = []  # forgotten fds a caller may still hold: closed later
 
     def close(self) -> None:
+        self._forget_dirs()
+        self._close_retired()
         if self.root_fd >= 0:
             os.close(self.root_fd)
             self.root_fd = -1
+
+    def _forget_dirs(self) -> None:
+        self._retired.extend(self._dir_fds.values())
+        self._dir_fds.clear()
+
+    def _close_retired(self) -> None:
+        for fd in self._retired:
+            os.close(fd)
+        self._retired.clear()
 
     def notices(self) -> list[str]:
         out = []
@@ -247,13 +265,14 @@ class Extractor:
     # -- the loop --------------------------------------------------------------------------
     def extract(self, stream: Any) -> None:
         try:
-            tar = tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK,
+            tar = tarfile.open(fileobj=stream, mode="r|", bufsize=TAR_BUFSIZE,
                                encoding="utf-8", errors="surrogateescape")
         except tarfile.ReadError as exc:
             raise ImageError(f"layer is not a valid tar stream: {exc}") from None
         try:
             for member in tar:
                 self._member(tar, member)
+                self._close_retired()
         except tarfile.TarError as exc:
             raise ImageError(f"layer is not a valid tar stream: {exc}") from None
         finally:
@@ -286,9 +305,6 @@ class Extractor:
             self._create(tar, m, parent, parts)
         except OSError as exc:
             raise self._error(parts, "creating", exc) from None
-        finally:
-            if parent != self.root_fd:
-                os.close(parent)
 
     def _error(self, parts: list[bytes], action: str, exc: OSError) -> ImageError:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
@@ -301,27 +317,32 @@ class Extractor:
 
     # -- walking ---------------------------------------------------------------------------
     def _open_parent(self, parts: list[bytes], *, create: bool) -> int:
-        """An fd of the directory at parts, walked with O_NOFOLLOW; created when missing."""
-        fd = self.root_fd
+        """An fd of the directory at parts, walked with O_NOFOLLOW; created when missing.
+
+        The fd belongs to the cache (or is root_fd): callers must not close it.
+        """
+        key = tuple(parts)
+        cached = self._dir_fds.get(key)
+        if cached is not None:
+            return cached
+        if not parts:
+            return self.root_fd
+        parent = self._open_parent(parts[:-1], create=create)
+        comp = parts[-1]
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-        for i, comp in enumerate(parts):
-            try:
-                nfd = os.open(comp, flags, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                # implicit parents: root-owned 0755, as podman creates them
-                os.mkdir(comp, 0o755, dir_fd=fd)
-                self._chown(comp, fd, 0, 0)
-                nfd = os.open(comp, flags, dir_fd=fd)
-                self.dirs.setdefault(tuple(parts[: i + 1]), _DirMeta(parts[: i + 1], 0o755, 0, 0, -1))
-            except OSError:
-                if fd != self.root_fd:
-                    os.close(fd)
+        try:
+            fd = os.open(comp, flags, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
                 raise
-            if fd != self.root_fd:
-                os.close(fd)
-            fd = nfd
+            # implicit parents: root-owned 0755, as podman creates them
+            os.mkdir(comp, 0o755, dir_fd=parent)
+            self._chown(comp, parent, 0, 0)
+            fd = os.open(comp, flags, dir_fd=parent)
+            self.dirs.setdefault(key, _DirMeta(list(parts), 0o755, 0, 0, -1))
+        if len(self._dir_fds) >= 256:
+            self._forget_dirs()
+        self._dir_fds[key] = fd
         return fd
 
     def _remove(self, parent: int, name: bytes, *, keep_dir: bool = False) -> bool:
@@ -338,6 +359,7 @@ class Extractor:
                 return True
             import shutil
 
+            self._forget_dirs()
             shutil.rmtree(name, dir_fd=parent)  # fd-based on Linux: symlink-attack resistant
         else:
             os.unlink(name, dir_fd=parent)
@@ -401,7 +423,6 @@ class Extractor:
         target = clean_name(os.fsencode(m.linkname))
         if not target:
             raise ImageError(f"layer hard link {_show(name)} points at the layer root")
-        tparent = -1
         try:
             tparent = self._open_parent(target[:-1], create=False)
             # linkat without AT_SYMLINK_FOLLOW: a symlink target is linked as the link itself
@@ -412,9 +433,6 @@ class Extractor:
                 "this layer",
                 "the layer is malformed or hostile; it was not stored",
             ) from None
-        finally:
-            if tparent not in (-1, self.root_fd):
-                os.close(tparent)
 
     def _whiteout(self, parts: list[bytes], m: tarfile.TarInfo) -> None:
         name = parts[-1]
@@ -425,9 +443,6 @@ class Extractor:
                 os.setxattr(fd, OVERLAY_OPAQUE_XATTR, b"y")
             except OSError as exc:
                 raise self._error(parts, "marking the directory opaque", exc) from None
-            finally:
-                if fd != self.root_fd:
-                    os.close(fd)
             return
         if name.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
             return  # aufs metadata (.wh..wh.plnk, .wh..wh.aufs): meaningless here
@@ -453,9 +468,6 @@ class Extractor:
             os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=fd)
         except OSError as exc:
             raise self._error(dir_parts + [target], "creating the whiteout", exc) from None
-        finally:
-            if fd != self.root_fd:
-                os.close(fd)
 
     # -- metadata --------------------------------------------------------------------------
     def _remember_dir(self, parts: list[bytes], m: tarfile.TarInfo) -> None:
@@ -519,16 +531,12 @@ class Extractor:
                 fd = self._open_parent(meta.parts, create=False)
             except OSError:
                 continue  # replaced or removed by a later entry
-            try:
-                if meta.parts:
-                    self._fchown(fd, meta.uid, meta.gid)
-                os.fchmod(fd, meta.mode)
-                if meta.mtime >= 0:
-                    ns = int(meta.mtime * 1_000_000_000)
-                    os.utime(fd, ns=(ns, ns))
-            finally:
-                if fd != self.root_fd:
-                    os.close(fd)
+            if meta.parts:
+                self._fchown(fd, meta.uid, meta.gid)
+            os.fchmod(fd, meta.mode)
+            if meta.mtime >= 0:
+                ns = int(meta.mtime * 1_000_000_000)
+                os.utime(fd, ns=(ns, ns))
 
 
 def remove_tree(path: str | os.PathLike[str]) -> None:
