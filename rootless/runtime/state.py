@@ -1,18 +1,426 @@
-"""Container state (placeholder until the lifecycle work lands): name reservation and the
-running/exited records `rl ps` reads."""
+"""Container state: names, the running/exited record, and the truth about both.
+
+    data:    containers/<id>/config.json   what was run (written once by prepare)
+             names/<name> -> <id>          a symlink: creating it is the atomic name claim
+    runtime: <id>/state.json               pids (with start times), status, exit code, times
+             locks/<id>                    flock for rm/start/rename/stop (never on `rl run`)
+
+`rl run` writes state.json twice (running, then exited) with write-to-temp + rename, so a
+reader sees a whole file or none. Nothing here trusts a pid alone: every pid is stored with its
+start time (/proc/PID/stat field 22, in clock ticks since boot), and a pid whose start time
+differs is a different process (proc(5)). The process that collects the exit status (the
+foreground `rl run` or the monitor of `rl run -d`) is the "owner": while it lives, the container
+may be running; once it is gone without writing "exited", the container is exited with an
+unknown status, whatever the file says. The runtime directory is a tmpfs: after a reboot it is
+empty, and containers of an earlier boot (config.json carries the boot id) read as exited.
+
+This module is imported by `rl run`: only os, json and time at module level.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from typing import Any
 
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 
-def reserve_name(paths: Any, name: str | None, cid: str) -> None:
-    """Claim `name` for container cid atomically; UsageError 125 when it is in use."""
 
+# -- small pieces --------------------------------------------------------------------------
+
+def boot_id() -> str:
+    try:
+        with open(BOOT_ID_FILE) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat; None when the process does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # comm (field 2) may hold spaces and parentheses: fields resume after the last ')'.
+    rest = data[data.rfind(b")") + 2:].split()
+    try:
+        return int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def alive(pid: int | None, started: int | None) -> bool:
+    """The process pid exists and is the one that had start time `started` (not a reuse)."""
+    if not pid:
+        return False
+    now = start_time(pid)
+    return now is not None and (started is None or now == started)
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    """Whole file or nothing: write a temporary name, then rename over the old one. The
+    temporary is created in the same directory, so a removed directory makes this fail
+    (ENOENT) rather than resurrect it."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(data).encode())
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def read_json(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+def runtime_dir(paths: Any, cid: str) -> str:
+    return f"{paths.runtime}/{cid}"
+
+
+def state_file(paths: Any, cid: str) -> str:
+    return f"{paths.runtime}/{cid}/state.json"
+
+
+def names_dir(paths: Any) -> str:
+    return f"{paths.data}/names"
+
+
+# -- names -----------------------------------------------------------------------------------
+
+class NameInUse(Exception):
+    def __init__(self, name: str, owner: str) -> None:
+        super().__init__(name)
+        self.name = name
+        self.owner = owner
+
+
+def reserve_name(paths: Any, name: str | None, cid: str, cidfile: str | None = None) -> None:
+    """Claim `name` for cid (and create --cidfile); UsageError 125 when either is taken.
+
+    symlink(2) creates the link or fails with EEXIST, atomically: of many concurrent claims
+    exactly one succeeds. A link whose container no longer has storage (a crash between
+    removing a container and releasing its name) is stale and reclaimed under the name's lock.
+    """
+    from rootless.errors import UsageError
+
+    if cidfile:
+        _create_cidfile(cidfile, cid)
+    if not name:
+        return
+    try:
+        claim_name(paths, name, cid)
+    except NameInUse as exc:
+        if cidfile:
+            _unlink(cidfile)
+        raise UsageError(
+            f'creating container storage: the container name "{name}" is already in use by '
+            f"{exc.owner}. You have to remove that container to be able to reuse that name: "
+            "that name is already in use",
+            hint=f"remove it ('rl rm {name}') or choose another --name",
+        ) from None
+
+
+def claim_name(paths: Any, name: str, cid: str) -> None:
+    link = f"{names_dir(paths)}/{name}"
+    for _ in range(3):
+        try:
+            os.symlink(cid, link)
+            return
+        except FileNotFoundError:
+            os.makedirs(names_dir(paths), mode=0o700, exist_ok=True)
+            continue
+        except FileExistsError:
+            pass
+        with _name_lock(paths, name):
+            owner = _readlink(link)
+            if owner is None:
+                continue
+            if owner != cid and os.path.exists(f"{paths.containers}/{owner}/config.json"):
+                raise NameInUse(name, owner)
+            if owner == cid:
+                return
+            # Stale: its container is gone. Only lock holders unlink a name they did not
+            # create, so the link cannot change between the readlink and the unlink.
+            _unlink(link)
+    raise NameInUse(name, _readlink(link) or "another container")
+
+
+def release_name(paths: Any, name: str | None, cid: str) -> None:
+    """Drop the name if (and only if) it still points at cid."""
+    if not name:
+        return
+    link = f"{names_dir(paths)}/{name}"
+    if _readlink(link) != cid:
+        return
+    with _name_lock(paths, name):
+        if _readlink(link) == cid:
+            _unlink(link)
+
+
+def _name_lock(paths: Any, name: str) -> _flock:
+    # In the runtime tmpfs: lock files are never unlinked (unlinking a lock file someone may
+    # be waiting on would let two holders in), so they must not pile up in the data dir.
+    return _flock(f"{paths.runtime}/locks/name-{name}")
+
+
+def lookup_name(paths: Any, name: str) -> str | None:
+    return _readlink(f"{names_dir(paths)}/{name}")
+
+
+def _create_cidfile(path: str, cid: str) -> None:
+    from rootless.errors import UsageError
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        raise UsageError(
+            f"container id file exists. Ensure another container is not using it or delete {path}",
+        ) from None
+    except OSError as exc:
+        from rootless.errors import describe_oserror
+
+        raise UsageError(describe_oserror(f"creating --cidfile {path}", exc)) from None
+    with os.fdopen(fd, "w") as f:
+        f.write(cid)
+
+
+def release_reservations(paths: Any, spec: Any, cid: str) -> None:
+    """Undo reserve_name after prepare failed."""
+    release_name(paths, spec.name, cid)
+    if spec.cidfile and _read_text(spec.cidfile) == cid:
+        _unlink(spec.cidfile)
+
+
+def _readlink(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+class _flock:
+    """An exclusive flock(2) on a lock file, held for the `with` block."""
+
+    def __init__(self, path: str, wait: bool = True) -> None:
+        self.path = path
+        self.wait = wait
+        self.fd = -1
+
+    def __enter__(self) -> _flock:
+        import fcntl
+
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+def container_lock(paths: Any, cid: str) -> _flock:
+    """The per-container lock of rm/start/stop/rename/prune (the launcher never takes it)."""
+    return _flock(f"{paths.runtime}/locks/{cid}")
+
+
+# -- the launcher's records ---------------------------------------------------------------
 
 def record_running(prepared: Any, pid1: int, helper_pid: int) -> None:
-    """Write the state of a container whose PID 1 has started."""
+    """One write: the container's PID 1 exists. The caller (this process) is the owner."""
+    paths = prepared.paths
+    rdir = runtime_dir(paths, prepared.cid)
+    try:
+        os.mkdir(rdir, 0o700)
+    except FileNotFoundError:
+        os.makedirs(rdir, mode=0o700, exist_ok=True)
+    except FileExistsError:
+        pass  # a restart or `rl start` of an existing container
+    me = os.getpid()
+    write_json(f"{rdir}/state.json", {
+        "status": "running",
+        "pid": pid1, "pid_start": start_time(pid1),
+        "helper": helper_pid, "helper_start": start_time(helper_pid),
+        "owner": me, "owner_start": start_time(me),
+        "started": time.time(),
+    })
 
 
 def record_exited(prepared: Any, exit_code: int | None) -> None:
-    """Write the state of a container that ended (or remove it with --rm)."""
+    """One write (or a removal with --rm): the container ended with exit_code (None: the
+    launcher is unwinding an error; its exit code, when it carries one, is recorded)."""
+    import sys
+
+    paths = prepared.paths
+    cid = prepared.cid
+    error = None
+    if exit_code is None:
+        # Called from a `finally:` while an error propagates: record what the user saw.
+        exc = sys.exc_info()[1]
+        if exc is not None:
+            error = str(exc)
+            exit_code = getattr(exc, "exit_code", None)
+    if prepared.spec.remove:
+        remove_runtime(paths, cid)
+        release_name(paths, prepared.spec.name, cid)
+        return
+    path = state_file(paths, cid)
+    old = read_json(path) or {}
+    data = {
+        "status": "exited", "exit_code": exit_code,
+        "started": old.get("started"), "finished": time.time(),
+        "restarts": old.get("restarts", 0),
+    }
+    if error:
+        data["error"] = error
+    try:
+        write_json(path, data)
+    except FileNotFoundError:
+        # PID 1 never started (or `rl rm -f` removed the directory): write only while the
+        # container still exists.
+        if os.path.isdir(f"{paths.containers}/{cid}"):
+            os.makedirs(runtime_dir(paths, cid), mode=0o700, exist_ok=True)
+            write_json(path, data)
+
+
+def remove_runtime(paths: Any, cid: str) -> None:
+    rdir = runtime_dir(paths, cid)
+    try:
+        names = os.listdir(rdir)
+    except OSError:
+        return
+    for name in names:
+        _unlink(f"{rdir}/{name}")
+    try:
+        os.rmdir(rdir)
+    except OSError:
+        pass
+
+
+# -- reading -------------------------------------------------------------------------------
+
+class Container:
+    """One container as the commands see it: its config, its state and the status they imply."""
+
+    __slots__ = ("cid", "config", "state", "status", "stale")
+
+    def __init__(self, cid: str, config: dict[str, Any], state: dict[str, Any] | None,
+                 boot: str) -> None:
+        self.cid = cid
+        self.config = config
+        self.state = state or {}
+        self.stale = False
+        self.status = self._status(state, boot)
+
+    def _status(self, state: dict[str, Any] | None, boot: str) -> str:
+        if state is None:
+            # Never started in this boot: "created", or "exited" after a reboot.
+            return "created" if self.config.get("boot_id", boot) == boot else "exited"
+        if state.get("status") == "running":
+            if alive(state.get("owner"), state.get("owner_start")):
+                return "running"
+            self.stale = True
+            return "exited"
+        return str(state.get("status") or "exited")
+
+    @property
+    def name(self) -> str:
+        return str(self.config.get("name") or "")
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def exit_code(self) -> int | None:
+        if self.stale or self.status != "exited":
+            return None
+        code = self.state.get("exit_code")
+        return None if code is None else int(code)
+
+    @property
+    def pid(self) -> int:
+        return int(self.state.get("pid") or 0) if self.running else 0
+
+
+def load(paths: Any, cid: str, boot: str | None = None) -> Container | None:
+    config = read_json(f"{paths.containers}/{cid}/config.json")
+    if config is None:
+        return None
+    return Container(cid, config, read_json(state_file(paths, cid)), boot or boot_id())
+
+
+def list_containers(paths: Any) -> list[Container]:
+    try:
+        cids = os.listdir(paths.containers)
+    except OSError:
+        return []
+    boot = boot_id()
+    out = []
+    for cid in cids:
+        c = load(paths, cid, boot)
+        if c is not None:  # no config.json: being created or removed right now
+            out.append(c)
+    out.sort(key=lambda c: c.config.get("created") or 0, reverse=True)
+    return out
+
+
+def repair(paths: Any, c: Container) -> None:
+    """A container whose owner died: make the files say so. PID 1 and the helper die with
+    their parent (PR_SET_PDEATHSIG), but make sure: kill them if they are still the same
+    processes."""
+    import signal
+
+    if not c.stale:
+        return
+    with container_lock(paths, c.cid):
+        path = state_file(paths, c.cid)
+        state = read_json(path)
+        if not state or state.get("status") != "running":
+            return  # the owner wrote "exited" after all
+        if alive(state.get("owner"), state.get("owner_start")):
+            return
+        for key in ("pid", "helper"):
+            if alive(state.get(key), state.get(f"{key}_start")):
+                try:
+                    os.kill(int(state[key]), signal.SIGKILL)
+                except OSError:
+                    pass
+        data = {"status": "exited", "exit_code": None, "started": state.get("started"),
+                "finished": time.time(), "restarts": state.get("restarts", 0),
+                "error": "the process that watched the container died; exit status unknown"}
+        try:
+            write_json(path, data)
+        except OSError:
+            return
+        c.state = data
+
+
+def images_in_use(paths: Any) -> set[str]:
+    """Image ids that containers (of any state) use: `rl rmi`/image prune must keep them."""
+    return {str(c.config.get("image_id")) for c in list_containers(paths) if c.config.get("image_id")}
