@@ -18,6 +18,8 @@ COMMAND_MODULES = [
     "rootless.cli.image_cmds",
     "rootless.cli.login_cmds",
     "rootless.cli.secret_cmds",
+    "rootless.cli.config_cmds",
+    "rootless.cli.doctor_cmds",
 ]
 
 
@@ -39,10 +41,15 @@ def build_app() -> typer.Typer:
 
     @app.callback()
     def main(
+        ctx: typer.Context,
         version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True,
                                      help="Print the version and exit."),
+        log_level: str = typer.Option("warning", "--log-level", metavar="LEVEL",
+                                      help="debug, info, warning or error; debug also prints "
+                                           "tracebacks."),
     ) -> None:
         """rl runs OCI containers as an ordinary user: no daemon, no setuid code of its own."""
+        ctx.obj = {"log_level": log_level}
 
     @app.command(
         "run",
@@ -54,7 +61,11 @@ def build_app() -> typer.Typer:
         """Run a command in a new container (see 'rl run --help')."""
         from rootless.main import run_main
 
-        raise typer.Exit(run_main(list(ctx.args)))
+        args = list(ctx.args)
+        level = (ctx.obj or {}).get("log_level", "warning")
+        if level != "warning" and not any(a.startswith("--log-level") for a in args):
+            args = ["--log-level", level, *args]  # `rl --log-level debug run ...`
+        raise typer.Exit(run_main(args))
 
     for name in COMMAND_MODULES:
         try:
@@ -71,7 +82,8 @@ def app_main(argv: list[str]) -> int:
     from rootless.errors import RlError
     from rootless.main import report
 
-    debug = "--log-level=debug" in argv
+    debug = "--log-level=debug" in argv or any(
+        a == "--log-level" and argv[i + 1:i + 2] == ["debug"] for i, a in enumerate(argv))
     app = build_app()
     try:
         app(args=argv, prog_name="rl", standalone_mode=False)

@@ -133,7 +133,7 @@ def read_profile(profiles_dir: Path, name: str, env: dict[str, str],
         first = f"{wanted_by}: " if wanted_by else ""
         hint = (f"the profiles in {profiles_dir} are: {', '.join(have)}" if have
                 else f"create it with 'rl profile new {name}'")
-        guess = closest(name, have) if have else None
+        guess = closest(name, have, 0.5 if len(name) <= 3 else 0.6) if have else None
         if guess:
             hint = f"did you mean '{guess}'? " + hint
         raise ConfigError(f"{first}profile '{name}' not found ({path} does not exist)", hint=hint)

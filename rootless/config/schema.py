@@ -164,7 +164,7 @@ def _check_volume(item: str) -> None:
             raise ValueError(f"{item!r}: unknown volume option {opt!r}")
 
 
-def closest(key: str, valid: list[str]) -> str | None:
+def closest(key: str, valid: list[str], cutoff: float = 0.6) -> str | None:
     """The valid key the user most likely meant, for "did you mean" hints."""
     import difflib
 
@@ -173,5 +173,5 @@ def closest(key: str, valid: list[str]) -> str | None:
         return norm
     if SYNONYMS.get(norm) in valid:
         return SYNONYMS[norm]
-    found = difflib.get_close_matches(norm, valid, n=1, cutoff=0.5)
+    found = difflib.get_close_matches(norm, valid, n=1, cutoff=cutoff)
     return found[0] if found else None

@@ -10,7 +10,7 @@ from rootless.doctor import OK, WARNING, Check, Host
 _UDEV_RULE = "/etc/udev/rules.d/60-rl-{name}.rules"
 
 
-def _version(path: str) -> str:
+def tool_version(path: str) -> str:
     import subprocess
 
     try:
@@ -30,7 +30,7 @@ def check_network_helpers(host: Host) -> list[Check]:
                       "neither pasta nor slirp4netns on PATH: only --network none and "
                       "--network host work",
                       "sudo apt install passt   (pasta; or: sudo apt install slirp4netns)")]
-    shown = "; ".join(f"{p} ({_version(p)})" for p in have.values())
+    shown = "; ".join(f"{p} ({tool_version(p)})" for p in have.values())
     missing = [n for n in found if n not in have]
     return [Check("network", "pasta / slirp4netns", OK,
                   shown + (f"; {missing[0]} not found" if missing else ""))]
