@@ -93,13 +93,11 @@ def app_main(argv: list[str]) -> int:
         return exc.exit_code
     except SystemExit as exc:
         return int(exc.code or 0)
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show(file=sys.stderr)
+    except Exception as exc:  # click's usage errors (typer >= 0.22 vendors click as typer._click)
+        if callable(getattr(exc, "show", None)) and hasattr(exc, "exit_code"):
+            exc.show(file=sys.stderr)  # type: ignore[attr-defined]
             return 125
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             return 130
         return report(exc, debug)
     return 0
