@@ -102,6 +102,26 @@ class LayerTar:
         """`.wh..wh..opq`: the directory hides everything the layers below put in it."""
         return self.file(f"{directory.rstrip('/')}/.wh..wh..opq", b"")
 
+    def tree(self, src: str, dest: str) -> LayerTar:
+        """Add a host directory tree (regular files, directories and symlinks) under dest,
+        owned by root, in a stable order."""
+        for root, dirs, files in os.walk(src):
+            dirs.sort()
+            rel = os.path.relpath(root, src)
+            base = dest if rel == "." else f"{dest}/{rel}"
+            self.dir(base)
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                if os.path.islink(path):
+                    self.symlink(f"{base}/{name}", os.readlink(path))
+                elif os.path.isfile(path):
+                    try:
+                        data = Path(path).read_bytes()
+                    except OSError:
+                        continue
+                    self.file(f"{base}/{name}", data, os.stat(path).st_mode & 0o7777)
+        return self
+
     def finish(self) -> bytes:
         self._tar.close()
         return self._buf.getvalue()
@@ -359,6 +379,28 @@ def build_and_push_all(
     images = build_images()
     with RegistryClient(registry_host, insecure=insecure, credentials=credentials) as client:
         return push_all(client, images)
+
+
+# Host trees that make the benchmark's "big" image: real files, ~100 MB unpacked.
+BIG_IMAGE_TREES = ("/usr/lib/python3.11", "/usr/share/perl", "/usr/lib/x86_64-linux-gnu/perl")
+
+
+def push_big_image(registry_host: str, insecure: bool = True, name: str = "rltest/big") -> str:
+    """The pull benchmark's image: busybox plus one layer per host tree in BIG_IMAGE_TREES
+    (those that exist), gzip-compressed, pushed as NAME:latest. Returns the manifest digest."""
+    from rootless.image.registry import RegistryClient
+
+    layers = [make_layer(busybox_tar(), "gzip", oci=True)]
+    for tree in BIG_IMAGE_TREES:
+        if os.path.isdir(tree):
+            tar = LayerTar()
+            parts = tree.strip("/").split("/")
+            for i in range(1, len(parts)):
+                tar.dir("/".join(parts[:i]))
+            layers.append(make_layer(tar.tree(tree, tree.strip("/")).finish(), "gzip", oci=True))
+    image = make_image(layers, oci=True)
+    with RegistryClient(registry_host, insecure=insecure) as client:
+        return push_image(client, name, "latest", image)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+"""rl's benchmarks: whole-process timings against baselines measured in the same run.
+
+    scripts/bench.py [--runs N] [SECTION ...]      sections: startup seccomp pull lifecycle network
+
+Run as an unprivileged user with `rl` on PATH (as root it re-runs itself as RL_BENCH_USER,
+default rltest, the user scripts/test.sh creates). Timings on shared VMs are noisy: commands
+are interleaved (A B A B ...), each figure is a median, and every claim is a ratio against a
+baseline from the same run. Baselines: `unshare ... chroot` (the floor), bubblewrap, and
+rootless podman (with runc: crun refuses this host's hybrid cgroups).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PODMAN = ["podman", "--cgroup-manager=cgroupfs", "--events-backend=file"]
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.decode()[-400:]}")
+    return elapsed
+
+
+def compare(label: str, commands: dict[str, Callable[[], float]], runs: int, reference: str) -> dict[str, float]:
+    """Interleave the commands `runs` times (after one warm-up each); print medians and ratios."""
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for fn in commands.values():
+        fn()
+    for _ in range(runs):
+        for name, fn in commands.items():
+            samples[name].append(fn())
+    medians = {name: statistics.median(v) for name, v in samples.items()}
+    print(f"\n## {label} (median of {runs}, seconds; ratio to {reference})")
+    for name, med in medians.items():
+        lo, hi = min(samples[name]), max(samples[name])
+        ratio = med / medians[reference] if medians[reference] else float("nan")
+        print(f"  {name:<34} {med * 1000:9.1f} ms   [{lo * 1000:.1f}–{hi * 1000:.1f}]   ×{ratio:.3f}")
+    return medians
+
+
+def have(tool: str) -> bool:
+    return shutil.which(tool) is not None
+
+
+class Bench:
+    def __init__(self, runs: int, work: Path) -> None:
+        self.runs = runs
+        self.work = work
+        self.rootfs = work / "busybox"
+        subprocess.run([str(REPO / "scripts" / "build-busybox-rootfs.sh"), str(self.rootfs)],
+                       check=True, stdout=subprocess.DEVNULL)
+        self.env = dict(os.environ)
+        self.env["XDG_DATA_HOME"] = str(work / "data")
+        self.env["XDG_CONFIG_HOME"] = str(work / "config")
+        self.registry: str | None = None
+        self.podman_ready = False
+
+    def rl(self, *args: str) -> list[str]:
+        return ["rl", *args]
+
+    def podman_image(self) -> bool:
+        if self.podman_ready:
+            return True
+        if not have("podman"):
+            print("  (podman not installed: no podman baseline)")
+            return False
+        tar = self.work / "busybox.tar"
+        subprocess.run(["tar", "-C", str(self.rootfs), "-cf", str(tar), "."], check=True)
+        subprocess.run([*PODMAN, "import", str(tar), "localhost/rl-bench-busybox:latest"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.podman_ready = True
+        return True
+
+    def start_registry(self) -> str:
+        if self.registry is None:
+            out = subprocess.run([str(REPO / "scripts" / "local-registry.sh"), "start", str(self.work / "registry")],
+                                 check=True, capture_output=True, text=True)
+            self.registry = out.stdout.strip()
+            subprocess.run([sys.executable, str(REPO / "scripts" / "build_test_images.py"), self.registry, "--insecure"],
+                           check=True, stdout=subprocess.DEVNULL, env=self.env)
+        return self.registry
+
+    def stop(self) -> None:
+        if self.registry:
+            subprocess.run([str(REPO / "scripts" / "local-registry.sh"), "stop", str(self.work / "registry")])
+
+    # -- sections --------------------------------------------------------------------------
+    def startup(self) -> None:
+        bb = str(self.rootfs)
+        cmds: dict[str, Callable[[], float]] = {
+            "rl run --rootfs (network none)": lambda: timed(self.rl("run", "--rm", "--network", "none", "--rootfs", bb, "true"), self.env),
+            "unshare -Urmpfiun chroot (floor)": lambda: timed(["unshare", "-Urmpfiun", "--mount-proc", "chroot", bb, "/bin/true"]),
+        }
+        if have("bwrap"):
+            cmds["bwrap --unshare-all"] = lambda: timed(["bwrap", "--unshare-all", "--bind", bb, "/", "--proc", "/proc",
+                                                        "--dev", "/dev", "/bin/true"])
+        reg = self.start_registry()
+        image = f"{reg}/rltest/busybox:latest"
+        subprocess.run(self.rl("pull", "-q", "--tls-verify=false", image), check=True, env=self.env,
+                       stdout=subprocess.DEVNULL)
+        cmds["rl run IMAGE (pulled, network none)"] = lambda: timed(self.rl("run", "--rm", "--network", "none", image, "true"), self.env)
+        if self.podman_image():
+            cmds["podman run --network none (runc)"] = lambda: timed([*PODMAN, "run", "--rm", "--runtime", "runc", "--network=none",
+                                                                     "localhost/rl-bench-busybox", "true"])
+        ref = "podman run --network none (runc)" if "podman run --network none (runc)" in cmds else "unshare -Urmpfiun chroot (floor)"
+        compare("start-up: run `true` and exit", cmds, self.runs, ref)
+
+    def seccomp(self) -> None:
+        bb = str(self.rootfs)
+        cmds = {
+            "rl run (default seccomp profile)": lambda: timed(self.rl("run", "--rm", "--network", "none", "--rootfs", bb, "true"), self.env),
+            "rl run --security-opt seccomp=unconfined": lambda: timed(self.rl("run", "--rm", "--network", "none", "--security-opt", "seccomp=unconfined", "--rootfs", bb, "true"), self.env),
+        }
+        m = compare("seccomp cost", cmds, self.runs, "rl run --security-opt seccomp=unconfined")
+        vals = list(m.values())
+        print(f"  added by the default profile: {(vals[0] - vals[1]) * 1000:.1f} ms")
+
+    def pull(self) -> None:
+        reg = self.start_registry()
+        image = f"{reg}/rltest/big:latest"
+        self.push_big_image(reg)
+
+        def rl_pull() -> float:
+            d = tempfile.mkdtemp(dir=self.work)
+            env = dict(self.env, XDG_DATA_HOME=d)
+            t = timed(self.rl("pull", "-q", "--tls-verify=false", image), env)
+            subprocess.run(self.rl("rmi", "-f", image), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(["rl", "image", "prune"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            shutil.rmtree(d, ignore_errors=True)
+            return t
+
+        def podman_pull() -> float:
+            d = tempfile.mkdtemp(dir=self.work)
+            root, runroot = os.path.join(d, "root"), os.path.join(d, "runroot")
+            base = [*PODMAN, "--root", root, "--runroot", runroot, "--storage-driver", "overlay"]
+            t = timed([*base, "pull", "-q", "--tls-verify=false", image])
+            subprocess.run(["podman", "unshare", "rm", "-rf", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return t
+
+        cmds: dict[str, Callable[[], float]] = {"rl pull (~50 MB, empty store)": rl_pull}
+        if have("podman"):
+            cmds["podman pull (~50 MB, empty store)"] = podman_pull
+        compare("pull and unpack", cmds, max(3, self.runs // 3), list(cmds)[-1])
+
+    def push_big_image(self, reg: str) -> None:
+        """A ~50 MB image: several layers of real files (the host's /usr/lib/python3, /usr/share
+        locale data...), pushed with rl's own registry client."""
+        sys.path.insert(0, str(REPO))
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("build_test_images", REPO / "scripts" / "build_test_images.py")
+        assert spec and spec.loader
+        bti = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bti)
+        bti.push_big_image(reg, insecure=True)
+
+    def lifecycle(self) -> None:
+        bb = str(self.rootfs)
+        n_seq = 100
+
+        def rl_seq() -> float:
+            start = time.perf_counter()
+            for _ in range(n_seq):
+                subprocess.run(self.rl("run", "--rm", "--network", "none", "--rootfs", bb, "true"), env=self.env, check=True)
+            return time.perf_counter() - start
+
+        def podman_seq() -> float:
+            start = time.perf_counter()
+            for _ in range(n_seq):
+                subprocess.run([*PODMAN, "run", "--rm", "--runtime", "runc", "--network=none", "localhost/rl-bench-busybox", "true"],
+                               check=True, stdout=subprocess.DEVNULL)
+            return time.perf_counter() - start
+
+        cmds: dict[str, Callable[[], float]] = {f"{n_seq} × rl run --rm": rl_seq}
+        if self.podman_image():
+            cmds[f"{n_seq} × podman run --rm"] = podman_seq
+        compare("sequential runs", cmds, 1, list(cmds)[-1])
+
+        def parallel(argv: list[str], n: int = 20) -> tuple[float, int]:
+            start = time.perf_counter()
+            procs = [subprocess.Popen(argv, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(n)]
+            failures = sum(1 for p in procs if p.wait() != 0)
+            return time.perf_counter() - start, failures
+
+        t, fails = parallel(self.rl("run", "--rm", "--network", "none", "--rootfs", bb, "true"))
+        print(f"\n## 20 parallel rl run --rm: {t * 1000:.0f} ms, {fails} failures")
+        if self.podman_image():
+            t2, fails2 = parallel([*PODMAN, "run", "--rm", "--runtime", "runc", "--network=none", "localhost/rl-bench-busybox", "true"])
+            print(f"   20 parallel podman run --rm: {t2 * 1000:.0f} ms, {fails2} failures (ratio ×{t / t2:.3f})")
+        # rl ps with 200 containers (exited, kept)
+        env = dict(self.env, XDG_DATA_HOME=tempfile.mkdtemp(dir=self.work))
+        for _ in range(200):
+            subprocess.run(self.rl("run", "--network", "none", "--rootfs", bb, "true"), env=env, check=True)
+        cmds = {"rl ps -a (200 containers)": lambda: timed(self.rl("ps", "-a"), env)}
+        compare("listing", cmds, self.runs, "rl ps -a (200 containers)")
+
+    def network(self) -> None:
+        bb = str(self.rootfs)
+        cmds: dict[str, Callable[[], float]] = {}
+        for mode in ("pasta", "slirp4netns"):
+            if have(mode if mode != "pasta" else "pasta"):
+                cmds[f"rl run --network {mode}"] = (lambda m=mode: timed(self.rl("run", "--rm", "--network", m, "--rootfs", bb, "true"), self.env))
+                if self.podman_image():
+                    cmds[f"podman run --network {mode}"] = (lambda m=mode: timed([*PODMAN, "run", "--rm", "--runtime", "runc", f"--network={m}", "localhost/rl-bench-busybox", "true"]))
+        if cmds:
+            compare("start-up with networking", cmds, self.runs, list(cmds)[-1])
+        try:
+            from rootless.network import bench as netbench  # type: ignore[attr-defined]
+        except ImportError:
+            return
+        netbench.throughput(self)
+
+
+def rerun_as_user(args: argparse.Namespace) -> int:
+    """As root: install rl (not editable: an editable install adds ~15 ms of import hooks to
+    every start) from a copy of this checkout into a venv the user can read, then run there."""
+    user = os.environ.get("RL_BENCH_USER", "rltest")
+    base = Path("/var/tmp/rl-bench")
+    src, venv = base / "src", base / "venv"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    subprocess.run(f"tar -C {REPO} --exclude=./.git --exclude='./.venv*' -cf - . | tar -C {src} -xf -",
+                   shell=True, check=True)
+    if not (venv / "bin" / "python").exists():
+        subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(src)],
+                   check=True, stderr=subprocess.DEVNULL)
+    subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
+    uid = subprocess.run(["id", "-u", user], capture_output=True, text=True, check=True).stdout.strip()
+    home = subprocess.run(["getent", "passwd", user], capture_output=True, text=True, check=True).stdout.split(":")[5]
+    print(f"bench: running as {user} (rl is for unprivileged users)", file=sys.stderr)
+    path = f"{venv}/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+    return subprocess.call(["runuser", "-u", user, "--", "env", "-i", f"PATH={path}", f"HOME={home}",
+                            f"XDG_RUNTIME_DIR=/run/user/{uid}", "LANG=C.UTF-8", str(venv / "bin" / "python"),
+                            str(src / "scripts" / "bench.py"), "--runs", str(args.runs), *args.sections], cwd="/tmp")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("sections", nargs="*", default=["startup", "seccomp", "pull", "lifecycle", "network"])
+    args = parser.parse_args()
+    if os.geteuid() == 0:
+        return rerun_as_user(args)
+    if not have("rl"):
+        print("bench: rl is not on PATH", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory(prefix="rl-bench-") as tmp:
+        bench = Bench(args.runs, Path(tmp))
+        try:
+            for section in args.sections:
+                try:
+                    getattr(bench, section)()
+                except Exception as exc:  # noqa: BLE001 - one section failing must not hide the others
+                    print(f"\n## {section}: failed: {exc}")
+        finally:
+            bench.stop()
+            subprocess.run(["podman", "unshare", "rm", "-rf", str(Path(tmp))], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL) if have("podman") else None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
