@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from rootless.errors import RlError
+from rootless.runtime.proc import exit_code_of, parse_signal
+from rootless.runtime.users import resolve_user
+
+
+@pytest.fixture
+def etc(tmp_path):
+    (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n")
+    (tmp_path / "group").write_text("root:x:0:\nuser:x:1000:\nwheel:x:10:user\n")
+    return tmp_path
+
+
+def resolve(spec, etc):
+    return resolve_user(spec, str(etc / "passwd"), str(etc / "group"))
+
+
+def test_names_uids_and_groups(etc):
+    u = resolve("user", etc)
+    assert (u.uid, u.gid, u.home, u.groups) == (1000, 1000, "/home/user", [10])
+    u = resolve("4242", etc)
+    assert (u.uid, u.gid, u.home) == (4242, 0, "/")
+    u = resolve("user:wheel", etc)
+    assert (u.uid, u.gid) == (1000, 10)
+    assert resolve(None, etc).uid == 0
+
+
+def test_unknown_user_is_126(etc):
+    with pytest.raises(RlError) as e:
+        resolve("nobody-here", etc)
+    assert e.value.exit_code == 126
+
+
+@pytest.mark.parametrize("text", ["SIGTERM", "TERM", "term", "15", 15])
+def test_parse_signal(text):
+    assert parse_signal(text) == signal.SIGTERM
+
+
+@pytest.mark.parametrize("text", ["SIGNOPE", "0", "999", "-1"])
+def test_parse_signal_rejects(text):
+    with pytest.raises(ValueError):
+        parse_signal(text)
+
+
+def test_exit_code_of():
+    assert exit_code_of(3 << 8) == 3
+    assert exit_code_of(9) == 137
