@@ -7,7 +7,6 @@ import pty
 import signal
 import socket
 import struct
-import subprocess
 import termios
 import time
 from pathlib import Path
@@ -71,8 +70,6 @@ def test_files_written_inside_land_in_the_containers_storage_with_mapped_owners(
     st = os.stat(upper / "created-by-root")
     assert st.st_uid == os.getuid()
     st = os.stat(upper / "created-by-1000")
-    with open("/proc/self/uid_map") as f:
-        pass
     uid_map = Path("/etc/subuid").read_text()
     user = os.environ.get("USER") or ""
     start = next((int(ln.split(":")[1]) for ln in uid_map.splitlines()
@@ -263,7 +260,6 @@ def test_sigkill_of_rl_leaves_no_container_process(rl, busybox_rootfs):
     while container_processes(f"sleep {marker}") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert container_processes(f"sleep {marker}") == []
-    assert container_processes("rl:[helper]") == [] or True  # other tests may run helpers
 
 
 def test_timeout_kills_the_container_with_255(run_bb):
@@ -309,11 +305,6 @@ def test_no_command_is_an_error(rl, busybox_rootfs):
     assert "no command" in r.stderr
 
 
-@pytest.fixture
-def pkill_helpers():
-    yield
-
-
 def test_newuidmap_missing_notice_says_how_to_fix(rl, busybox_rootfs, tmp_path):
     need_tool("newuidmap")
     r = rl("run", "--rm", "--network", "none", "--rootfs", str(busybox_rootfs), "true",
@@ -327,7 +318,3 @@ def test_host_network_mode_sees_host_interfaces(run_bb):
     r = run_bb("ls", "/sys/class/net", opts=["--network", "host"])
     assert r.returncode == 0, r.stderr
     assert sorted(r.stdout.split()) == host_ifaces
-
-
-def _unused() -> None:  # keep subprocess import used for type checkers
-    subprocess.DEVNULL
