@@ -183,7 +183,7 @@ def register(app: typer.Typer) -> None:
 
     @profile_app.command("show")
     def profile_show(
-        names: Annotated[list[str], typer.Argument(metavar="NAME...", help="Profiles, applied in this order.")],
+        names: Annotated[list[str], typer.Argument(metavar="NAME", help="Profiles, applied in this order.")],
         fmt: str = typer.Option("table", "--format", help="table or json."),
         all_keys: bool = typer.Option(False, "--all", "-a",
                                       help="Also list the keys left at built-in defaults."),

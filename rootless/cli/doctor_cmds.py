@@ -49,7 +49,7 @@ def info(fmt: str) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("doctor")
     def doctor_cmd(
-        checks: Annotated[list[str] | None, typer.Argument(metavar="[CHECK]...",
+        checks: Annotated[list[str] | None, typer.Argument(metavar="CHECK",
             help="Only these checks (e.g. userns subids delegation).")] = None,
         as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
         fmt: str = typer.Option("text", "--format", help="text or json (same as --json)."),
