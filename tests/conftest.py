@@ -121,3 +121,18 @@ def container_processes(marker: str) -> list[int]:
         if marker in cmdline and int(entry) != os.getpid():
             pids.append(int(entry))
     return pids
+
+
+@pytest.fixture(scope="session")
+def test_registry(tmp_path_factory: pytest.TempPathFactory):
+    """A real registry (docker-registry) on 127.0.0.1 with rl's test images pushed:
+    HOST/rltest/{busybox,multilayer,multiarch,zstd,nonroot}:latest."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from registry_fixtures import push_test_images, start_registry
+
+    reg = start_registry(tmp_path_factory.mktemp("registry"), "none")
+    try:
+        reg.digests = push_test_images(reg)  # type: ignore[attr-defined]
+        yield reg
+    finally:
+        reg.stop()
