@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "rootless.cli.secret_cmds",
     "rootless.cli.config_cmds",
     "rootless.cli.doctor_cmds",
+    "rootless.cli.container_cmds",
 ]
 
 
@@ -86,7 +87,8 @@ def app_main(argv: list[str]) -> int:
         a == "--log-level" and argv[i + 1:i + 2] == ["debug"] for i, a in enumerate(argv))
     app = build_app()
     try:
-        app(args=argv, prog_name="rl", standalone_mode=False)
+        # Without standalone mode click returns typer.Exit's code instead of raising it.
+        result = app(args=argv, prog_name="rl", standalone_mode=False)
     except RlError as exc:
         return report(exc, debug)
     except typer.Exit as exc:
@@ -100,4 +102,4 @@ def app_main(argv: list[str]) -> int:
         if type(exc).__name__ == "Abort":
             return 130
         return report(exc, debug)
-    return 0
+    return result if isinstance(result, int) else 0
