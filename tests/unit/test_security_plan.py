@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rootless.errors import UsageError
-from rootless.security import SecurityPlan, masks, parse_security_opts, seccomp, secrets
+from rootless.security import SecurityPlan, libseccomp, masks, parse_security_opts, seccomp, secrets
 from rootless.security import caps as c
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,13 +161,13 @@ def test_secret_store_roundtrip(tmp_path):
 
 def test_rule_applies_caps_arches_kernel():
     rule = {"includes": {"caps": ["CAP_SYS_ADMIN"]}}
-    assert not seccomp.rule_applies(rule, set(), "amd64", "6.1.0")
-    assert seccomp.rule_applies(rule, {"CAP_SYS_ADMIN"}, "amd64", "6.1.0")
+    assert not libseccomp.rule_applies(rule, set(), "amd64", "6.1.0")
+    assert libseccomp.rule_applies(rule, {"CAP_SYS_ADMIN"}, "amd64", "6.1.0")
     rule = {"excludes": {"caps": ["CAP_SYS_ADMIN"], "arches": ["s390x"]}}
-    assert seccomp.rule_applies(rule, set(), "amd64", "6.1.0")
-    assert not seccomp.rule_applies(rule, set(), "s390x", "6.1.0")
-    assert not seccomp.rule_applies({"includes": {"minKernel": "6.2"}}, set(), "amd64", "6.1.9-amd64")
-    assert seccomp.rule_applies({"includes": {"minKernel": "4.8"}}, set(), "amd64", "6.18.0")
+    assert libseccomp.rule_applies(rule, set(), "amd64", "6.1.0")
+    assert not libseccomp.rule_applies(rule, set(), "s390x", "6.1.0")
+    assert not libseccomp.rule_applies({"includes": {"minKernel": "6.2"}}, set(), "amd64", "6.1.9-amd64")
+    assert libseccomp.rule_applies({"includes": {"minKernel": "4.8"}}, set(), "amd64", "6.18.0")
 
 
 def test_default_profile_denies_the_dangerous_calls_and_reads_as_json():
@@ -184,7 +184,7 @@ def test_default_profile_denies_the_dangerous_calls_and_reads_as_json():
 
 def _need_libseccomp():
     try:
-        return seccomp.LibSeccomp()
+        return libseccomp.LibSeccomp()
     except FileNotFoundError:
         if os.environ.get("CI") == "true":
             pytest.fail("CI=true and libseccomp.so.2 is missing (apt-get install libseccomp2)")
