@@ -19,6 +19,7 @@ from rootless.errors import ConfigError
 
 if TYPE_CHECKING:
     from rootless.config.layers import Layer
+    from rootless.config.toml import TomlCache
     from rootless.paths import Paths
 
 __all__ = ["Config", "ConfigError", "load_config", "resolve", "run_settings", "storage_path"]
@@ -28,7 +29,7 @@ class Config:
     """rl's per-user configuration (config.toml), with its defaults when the file is absent."""
 
     __slots__ = ("path", "exists", "storage", "search_registries", "insecure_registries",
-                 "mirrors", "credentials_file", "run", "places")
+                 "mirrors", "credentials_file", "run", "text", "keys")
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -40,7 +41,15 @@ class Config:
         self.mirrors: dict[str, list[str]] = {}   # registry -> mirrors tried first
         self.credentials_file: Path | None = None  # default: paths.auth_file
         self.run: Layer | None = None               # the [run] table
-        self.places: dict[str, str] = {}           # "registries.search" -> "FILE, line N"
+        self.text = ""
+        self.keys: list[tuple[str, str]] = []      # (table, key) set in the file
+
+    @property
+    def places(self) -> dict[str, str]:
+        """"registries.search" -> "FILE, line N" for what the file sets."""
+        from rootless.config.toml import where
+
+        return {f"{t}.{k}": where(self.path, self.text, t, k) for t, k in self.keys}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,7 +63,8 @@ class Config:
         }
 
 
-def load_config(paths: Paths, env: dict[str, str] | None = None) -> Config:
+def load_config(paths: Paths, env: dict[str, str] | None = None,
+                cache: TomlCache | None = None) -> Config:
     """Read and validate config.toml (defaults when it does not exist)."""
     from rootless.config.layers import build_layer, expand
     from rootless.config.schema import CONFIG_TABLES, check_type, closest
@@ -65,18 +75,19 @@ def load_config(paths: Paths, env: dict[str, str] | None = None) -> Config:
     if not paths.config_file.exists():
         return config
     path = paths.config_file
-    data, text = read_toml(path)
+    data, text = read_toml(path, cache)
     config.exists = True
+    config.text = text
     tables = sorted(CONFIG_TABLES) + ["run"]
     for table, body in data.items():
-        place = where(path, text, "", table)
         if table not in tables:
             guess = closest(table, tables)
-            raise ConfigError(f"{place}: unknown table [{table}]",
+            raise ConfigError(f"{where(path, text, '', table)}: unknown table [{table}]",
                               hint=f"did you mean [{guess}]?" if guess
                               else f"config.toml has the tables {', '.join(tables)}")
         if not isinstance(body, dict):
-            raise ConfigError(f"{place}: '{table}' must be a table: write [{table}] on its own line",
+            raise ConfigError(f"{where(path, text, '', table)}: '{table}' must be a table: "
+                              f"write [{table}] on its own line",
                               hint=f"for example:\n[{table}]\n...")
         if table == "run":
             config.run = build_layer("config.toml [run]", path, body, text, "run", env,
@@ -84,18 +95,18 @@ def load_config(paths: Paths, env: dict[str, str] | None = None) -> Config:
             continue
         keys = CONFIG_TABLES[table]
         for key, raw in body.items():
-            kplace = where(path, text, table, key)
             if key not in keys:
                 guess = closest(key, sorted(keys))
-                raise ConfigError(f"{kplace}: unknown key '{table}.{key}'",
+                raise ConfigError(f"{where(path, text, table, key)}: unknown key '{table}.{key}'",
                                   hint=f"did you mean '{guess}'?" if guess
                                   else f"[{table}] takes {', '.join(sorted(keys))}")
             try:
-                value = expand(check_type(keys[key], raw), env, kplace)
+                value = expand(check_type(keys[key], raw), env)
                 _set(config, table, key, value)
             except ValueError as exc:
-                raise ConfigError(f"{kplace}: invalid value for '{table}.{key}': {exc}") from None
-            config.places[f"{table}.{key}"] = kplace
+                raise ConfigError(f"{where(path, text, table, key)}: invalid value for "
+                                  f"'{table}.{key}': {exc}") from None
+            config.keys.append((table, key))
     return config
 
 
@@ -130,18 +141,25 @@ def storage_path(paths: Paths, env: dict[str, str] | None = None) -> Path | None
 
 
 def resolve(paths: Paths, profiles: list[str], env: dict[str, str] | None = None,
-            config: Config | None = None) -> tuple[dict[str, Any], dict[str, Any], list[Layer]]:
+            config: Config | None = None, cache: TomlCache | None = None,
+            with_places: bool = True) -> tuple[dict[str, Any], dict[str, Any], list[Layer]]:
     """(values, places, layers) for `rl run --profile P1 --profile P2 ...`."""
     from rootless.config.layers import merge, profile_chain
 
     env = dict(os.environ) if env is None else env
-    config = load_config(paths, env) if config is None else config
+    config = load_config(paths, env, cache) if config is None else config
     layers = [config.run] if config.run else []
-    layers += profile_chain(paths.profiles, profiles, env)
-    values, places = merge(layers)
+    layers += profile_chain(paths.profiles, profiles, env, cache)
+    values, places = merge(layers, with_places)
     return values, places, layers
 
 
 def run_settings(paths: Paths, profiles: list[str]) -> dict[str, Any]:
-    """The settings dict `rl run` merges its flags onto (see rootless.main.load_settings)."""
-    return resolve(paths, profiles)[0]
+    """The settings dict `rl run` merges its flags onto (see rootless.main.load_settings).
+    Parsed files are cached in the runtime directory (rootless.config.toml.TomlCache)."""
+    from rootless.config.toml import TomlCache
+
+    cache = TomlCache(paths.runtime / "toml-cache.json")
+    values = resolve(paths, profiles, cache=cache, with_places=False)[0]
+    cache.save()
+    return values

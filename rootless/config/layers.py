@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rootless.config.schema import PROFILE_KEYS, RUN_KEYS, check_run_value, check_type, closest
-from rootless.config.toml import read_toml, where
+from rootless.config.toml import TomlCache, read_toml, where
 from rootless.errors import ConfigError
 
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -25,23 +25,37 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 class Layer:
     """The validated `rl run` values of one file (or one table of it), with their places."""
 
-    __slots__ = ("name", "path", "values", "places", "clear", "extends", "description")
+    __slots__ = ("name", "path", "text", "table", "values", "clear", "extends", "description")
 
-    def __init__(self, name: str, path: Path) -> None:
+    def __init__(self, name: str, path: Path, text: str = "", table: str = "") -> None:
         self.name = name
         self.path = path
+        self.text = text
+        self.table = table
         self.values: dict[str, Any] = {}
-        self.places: dict[str, str] = {}
         self.clear: list[str] = []
         self.extends: list[str] = []
         self.description = ""
 
+    def place(self, key: str) -> str:
+        """'FILE, line N' of `key`. Found on demand: `rl run` never needs it unless a value
+        is wrong, and scanning the text for every key costs milliseconds."""
+        return where(self.path, self.text, self.table, key)
 
-def expand(value: Any, env: dict[str, str], place: str) -> Any:
+    @property
+    def places(self) -> dict[str, str]:
+        return {key: self.place(key) for key in self.values}
+
+
+class UnsetVariable(ValueError):
+    """A ${NAME} in a value names a variable the environment does not have."""
+
+
+def expand(value: Any, env: dict[str, str]) -> Any:
     """`${NAME}` from the environment in strings and list items (`${PWD}` is the current
-    directory even where the shell did not export it); an unset name is an error."""
+    directory even where the shell did not export it); an unset name is UnsetVariable."""
     if isinstance(value, list):
-        return [expand(v, env, place) for v in value]
+        return [expand(v, env) for v in value]
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -50,8 +64,7 @@ def expand(value: Any, env: dict[str, str], place: str) -> Any:
         if name == "PWD":
             return env.get("PWD") if env.get("PWD") and _same_dir(env["PWD"]) else os.getcwd()
         if name not in env:
-            raise ConfigError(f"{place}: ${{{name}}} is not set in the environment",
-                              hint=f"export {name}, or write the value out")
+            raise UnsetVariable(f"${{{name}}} is not set in the environment")
         return env[name]
 
     return _VAR.sub(one, value)
@@ -67,15 +80,14 @@ def _same_dir(path: str) -> bool:
 def build_layer(name: str, path: Path, data: dict[str, Any], text: str, table: str,
                 env: dict[str, str], *, profile: bool) -> Layer:
     """Validate `data` (a profile file, or config.toml's [run] table) into a Layer."""
-    layer = Layer(name, path)
+    layer = Layer(name, path, text, table)
     valid = sorted(RUN_KEYS) + (sorted(PROFILE_KEYS) if profile else [])
     for key, raw in data.items():
-        place = where(path, text, table, key)
         label = f"{table}.{key}" if table else key
         if key not in valid:
             guess = closest(key, valid)
             hint = f"did you mean '{guess}'?" if guess else "'rl profile new NAME' lists every key"
-            raise ConfigError(f"{place}: unknown key '{label}'", hint=hint)
+            raise ConfigError(f"{layer.place(key)}: unknown key '{label}'", hint=hint)
         try:
             if key == "extends":
                 value = [raw] if isinstance(raw, str) else check_type("list", raw)
@@ -93,11 +105,12 @@ def build_layer(name: str, path: Path, data: dict[str, Any], text: str, table: s
                         raise ValueError(f"{item!r} is not a list key ({lists})")
                 layer.clear = value
             else:
-                layer.values[key] = check_run_value(key, expand(raw, env, place))
-                layer.places[key] = place
+                layer.values[key] = check_run_value(key, expand(raw, env))
         except ValueError as exc:
-            raise ConfigError(f"{place}: invalid value for '{label}': {exc}",
-                              hint=_type_hint(key)) from None
+            hint = (f"export {str(exc)[2:].partition('}')[0]}, or write the value out"
+                    if isinstance(exc, UnsetVariable) else _type_hint(key))
+            raise ConfigError(f"{layer.place(key)}: invalid value for '{label}': {exc}",
+                              hint=hint) from None
     return layer
 
 
@@ -126,7 +139,7 @@ def available_profiles(profiles_dir: Path) -> list[str]:
 
 
 def read_profile(profiles_dir: Path, name: str, env: dict[str, str],
-                 wanted_by: str | None = None) -> Layer:
+                 wanted_by: str | None = None, cache: TomlCache | None = None) -> Layer:
     path = profile_file(profiles_dir, name)
     if not path.is_file():
         have = available_profiles(profiles_dir)
@@ -137,11 +150,12 @@ def read_profile(profiles_dir: Path, name: str, env: dict[str, str],
         if guess:
             hint = f"did you mean '{guess}'? " + hint
         raise ConfigError(f"{first}profile '{name}' not found ({path} does not exist)", hint=hint)
-    data, text = read_toml(path)
+    data, text = read_toml(path, cache)
     return build_layer(f"profile {name}", path, data, text, "", env, profile=True)
 
 
-def profile_chain(profiles_dir: Path, names: list[str], env: dict[str, str]) -> list[Layer]:
+def profile_chain(profiles_dir: Path, names: list[str], env: dict[str, str],
+                  cache: TomlCache | None = None) -> list[Layer]:
     """The layers of `names` in order, each preceded by its `extends` parents. A profile
     reached twice is applied once (where first reached), so lists are not doubled."""
     out: list[Layer] = []
@@ -154,9 +168,10 @@ def profile_chain(profiles_dir: Path, names: list[str], env: dict[str, str]) -> 
                               hint="remove one 'extends' from the cycle")
         if name in done:
             return
-        layer = read_profile(profiles_dir, name, env, wanted_by)
+        layer = read_profile(profiles_dir, name, env, wanted_by, cache)
         for parent in layer.extends:
-            visit(parent, stack + [name], where(layer.path, layer.path.read_text(), "", "extends"))
+            text = read_toml(layer.path, cache)[1]
+            visit(parent, stack + [name], where(layer.path, text, "", "extends"))
         done.add(name)
         out.append(layer)
 
@@ -165,10 +180,11 @@ def profile_chain(profiles_dir: Path, names: list[str], env: dict[str, str]) -> 
     return out
 
 
-def merge(layers: list[Layer]) -> tuple[dict[str, Any], dict[str, Any]]:
+def merge(layers: list[Layer], with_places: bool = True,
+          ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(values, places): scalars from the last layer that sets them; lists appended across
     layers after each layer's `clear`. places[key] is one place for a scalar, and one place
-    per item for a list."""
+    per item for a list (left empty without `with_places`)."""
     values: dict[str, Any] = {}
     places: dict[str, Any] = {}
     for layer in layers:
@@ -176,11 +192,12 @@ def merge(layers: list[Layer]) -> tuple[dict[str, Any], dict[str, Any]]:
             values.pop(key, None)
             places.pop(key, None)
         for key, value in layer.values.items():
+            place = layer.place(key) if with_places else ""
             if RUN_KEYS[key] == "list" and key != "command":
                 values[key] = values.get(key, []) + value
-                places[key] = places.get(key, []) + [layer.places[key]] * len(value)
+                places[key] = places.get(key, []) + [place] * len(value)
             else:
                 # `command` is the argv, not a list of items: a later one replaces it.
                 values[key] = value
-                places[key] = layer.places[key]
+                places[key] = place
     return values, places

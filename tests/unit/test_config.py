@@ -226,3 +226,19 @@ def test_example_profiles_are_valid(paths: Paths, monkeypatch: pytest.MonkeyPatc
     for name in names:
         run_settings(paths, [name])
     assert load_config(paths).exists
+
+
+def test_parse_cache_follows_file_changes(paths: Paths) -> None:
+    path = profile(paths, "p", 'hostname = "one"\n')
+    assert run_settings(paths, ["p"]) == {"hostname": "one"}
+    cache = paths.runtime / "toml-cache.json"
+    assert str(path) in cache.read_text()
+    assert run_settings(paths, ["p"]) == {"hostname": "one"}  # served from the cache
+    path.write_text('hostname = "a-longer-two"\n')
+    assert run_settings(paths, ["p"]) == {"hostname": "a-longer-two"}
+    path.write_text('hostnme = "x"\n')
+    with pytest.raises(ConfigError, match="line 1: unknown key 'hostnme'"):
+        run_settings(paths, ["p"])
+    cache.write_text("not json")
+    path.write_text('hostname = "three"\n')
+    assert run_settings(paths, ["p"]) == {"hostname": "three"}
