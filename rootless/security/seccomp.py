@@ -77,10 +77,8 @@ def load_filter(profile_bytes: bytes, source: str, caps: set[str], cache_dir: st
                 libseccomp_name: str = "libseccomp.so.2") -> Filter:
     """The compiled filter for a profile, from the cache or compiled (and cached) now.
     Raises FileNotFoundError when libseccomp is missing and nothing is cached."""
-    import platform
-
-    machine = platform.machine()
-    release = os.uname().release
+    uname = os.uname()  # platform.machine() is the same value, but importing platform costs
+    machine, release = uname.machine, uname.release
     key = cache_key(profile_bytes, caps, machine, release)
     path = os.path.join(cache_dir, key + ".bpf") if cache_dir else None
     if path:
