@@ -62,7 +62,8 @@ def expand(value: Any, env: dict[str, str]) -> Any:
     def one(m: re.Match[str]) -> str:
         name = m.group(1)
         if name == "PWD":
-            return env.get("PWD") if env.get("PWD") and _same_dir(env["PWD"]) else os.getcwd()
+            pwd = env.get("PWD")
+            return pwd if pwd and _same_dir(pwd) else os.getcwd()
         if name not in env:
             raise UnsetVariable(f"${{{name}}} is not set in the environment")
         return env[name]

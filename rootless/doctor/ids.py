@@ -87,8 +87,9 @@ def check_helpers(host: Host) -> list[Check]:
                       "sudo apt install uidmap   (Fedora: sudo dnf install shadow-utils)"),
                 Check("uidmap-works", "id mapping with newuidmap", WARNING,
                       "not tried: the helpers are missing", "sudo apt install uidmap")]
-    how = {n: _privileged(p) for n, p in found.items() if p}
-    bad = [found[n] for n, h in how.items() if h is None]
+    paths = {n: p for n, p in found.items() if p}
+    how = {n: _privileged(p) for n, p in paths.items()}
+    bad = [paths[n] for n, h in how.items() if h is None]
     subuids, subgids, _error = _ranges(host)
     if bad:
         fixes = "\n".join(f"sudo chmod u+s {p}   (or: sudo setcap cap_setuid+ep {p})"
@@ -101,12 +102,12 @@ def check_helpers(host: Host) -> list[Check]:
                 Check("uidmap-works", "id mapping with newuidmap", status,
                       "not tried: the helpers have no privilege", fixes)]
     checks = [Check("uidmap", "newuidmap/newgidmap", OK,
-                    ", ".join(f"{found[n]} ({h})" for n, h in how.items()))]
+                    ", ".join(f"{paths[n]} ({h})" for n, h in how.items()))]
     if not (subuids and subgids):
         checks.append(Check("uidmap-works", "id mapping with newuidmap", WARNING,
                             "not tried: no subordinate id ranges (see subids)",
                             "add ranges as the subids check says"))
     else:
-        checks.append(check_uidmap_works(host, (found["newuidmap"], found["newgidmap"]),
-                                         subuids, subgids))  # type: ignore[arg-type]
+        checks.append(check_uidmap_works(host, (paths["newuidmap"], paths["newgidmap"]),
+                                         subuids, subgids))
     return checks
