@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from rootless.config.toml import TomlCache
     from rootless.paths import Paths
 
-__all__ = ["Config", "ConfigError", "load_config", "resolve", "run_settings", "storage_path"]
+__all__ = ["Config", "ConfigError", "configured_paths", "load_config", "resolve", "run_settings",
+           "storage_path"]
 
 
 class Config:
@@ -134,10 +135,24 @@ def _set(config: Config, table: str, key: str, value: Any) -> None:
 
 def storage_path(paths: Paths, env: dict[str, str] | None = None) -> Path | None:
     """The storage directory config.toml asks for, unless RL_STORAGE overrides it."""
+    from rootless.config.toml import TomlCache
+
     env = dict(os.environ) if env is None else env
     if env.get("RL_STORAGE") or not paths.config_file.exists():
         return None
-    return load_config(paths, env).storage
+    cache = TomlCache(paths.runtime / "toml-cache.json")
+    storage = load_config(paths, env, cache).storage
+    cache.save()
+    return storage
+
+
+def configured_paths(paths: Paths, env: dict[str, str] | None = None) -> Paths:
+    """`paths` with the data directory moved to config.toml's [storage] path, if it sets one
+    (RL_STORAGE still wins). Costs nothing when config.toml does not exist."""
+    storage = storage_path(paths, env)
+    if storage is None:
+        return paths
+    return type(paths)(storage, paths.runtime, paths.config)
 
 
 def resolve(paths: Paths, profiles: list[str], env: dict[str, str] | None = None,

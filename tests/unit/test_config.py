@@ -242,3 +242,13 @@ def test_parse_cache_follows_file_changes(paths: Paths) -> None:
     cache.write_text("not json")
     path.write_text('hostname = "three"\n')
     assert run_settings(paths, ["p"]) == {"hostname": "three"}
+
+
+def test_configured_paths(paths: Paths, tmp_path: Path) -> None:
+    from rootless.config import configured_paths
+
+    assert configured_paths(paths, env={}) is paths
+    write(paths.config_file, f'[storage]\npath = "{tmp_path / "store"}"\n')
+    moved = configured_paths(paths, env={})
+    assert moved.data == tmp_path / "store" and moved.config == paths.config
+    assert configured_paths(paths, env={"RL_STORAGE": "/x"}) is paths
