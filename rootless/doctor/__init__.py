@@ -50,7 +50,16 @@ class Host:
 
         self.env = dict(os.environ) if env is None else env
         self.uid, self.gid, self.user = idmap.current_user()
-        self.paths = paths or Paths.from_env(self.env)
+        if paths is None:
+            from rootless.config import configured_paths
+            from rootless.errors import ConfigError
+
+            paths = Paths.from_env(self.env)
+            try:
+                paths = configured_paths(paths, self.env)
+            except ConfigError:
+                pass  # `rl config show` reports it; the host checks still run
+        self.paths = paths
         # RL_SYSCTL_ROOT points the sysctl checks at a fixture tree (tests; hosts where a
         # value cannot be changed to show what rl would say).
         self.sysctl_root = sysctl_root or self.env.get("RL_SYSCTL_ROOT") or f"{proc_root}/sys"
