@@ -44,7 +44,7 @@ def apply_mapping(pid: int, mapping: IdMapping, helpers: tuple[str, str] | None)
         if helpers is None:
             raise IdMapError(
                 "rl cannot write a subordinate-id map: newuidmap/newgidmap were not found.",
-                hint="install them (Debian/Ubuntu: `sudo apt install uidmap`).",
+                hint="install them (Debian/Ubuntu: `sudo apt install uidmap`); see 'rl doctor uidmap'.",
             )
         _run_helpers(
             [
@@ -84,7 +84,7 @@ def _write_proc(pid: int, name: str, text: str) -> None:
             hint = "the process exited before its id map was written; see its own error above."
         elif e.errno == errno.EPERM:
             hint = ("the map was already written, or it names an id other than your own; "
-                    "`rl doctor` checks the usual causes.")
+                    "`rl doctor uidmap-works` checks the usual causes.")
         raise IdMapError(
             f"rl could not write '{shown}' to {path}: {e.strerror} ({code}).", hint=hint
         ) from e
@@ -170,7 +170,7 @@ def _helper_error(argv: list[str], code: int, output: bytes) -> IdMapError:
                 f"`sudo chmod u+s {helper}`, or reinstall the uidmap package.")
     elif "not allowed" in said or "range" in said:
         hint = (f"check that {files} grants your user the ranges in the map "
-                "(`rl doctor` shows them).")
+                "(`rl doctor subids` shows them).")
     else:
         hint = (f"check {files}, and that {helper} is setuid root "
                 "(Debian/Ubuntu: `sudo apt install --reinstall uidmap`).")

@@ -38,7 +38,13 @@ class Paths:
             # Without a user manager there is no /run/user/UID; podman falls back to /tmp too.
             runtime_root = f"/tmp/rl-runtime-{uid}"
         storage = env.get("RL_STORAGE")
-        return cls(Path(storage) if storage else data, Path(runtime_root) / "rootless", config)
+        paths = cls(Path(storage) if storage else data, Path(runtime_root) / "rootless", config)
+        if not storage and paths.config_file.exists():
+            # config.toml may move the store ([storage] path); read only when the file exists.
+            from rootless.config import configured_paths
+
+            paths = configured_paths(paths, env)
+        return paths
 
     # data ----------------------------------------------------------------------------------
     @property

@@ -89,7 +89,7 @@ def container_main(setup: ContainerSetup, chan: Channel) -> NoReturn:
     except MountFailure as exc:
         hint = None
         if exc.op.fstype == "overlay":
-            hint = "run 'rl doctor' to check overlayfs in user namespaces"
+            hint = "see 'rl doctor overlay'"
         chan.send("error", step=step, message=f"{step}: {exc}", hint=hint, exit_code=125)
     except RlError as exc:
         chan.send("error", **error_message(step, exc))
@@ -201,7 +201,7 @@ def set_identity(user: Any, mapping_mode: str) -> None:
             raise SetupError(
                 f"user {user.uid}:{user.gid} is not mapped in the container's user namespace",
                 hint="single-id mode maps only root; add /etc/subuid and /etc/subgid ranges "
-                     "(see 'rl doctor') or run as root in the container",
+                     "(see 'rl doctor subids') or run as root in the container",
             ) from None
         raise
 

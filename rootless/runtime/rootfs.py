@@ -61,8 +61,14 @@ def image_source(spec: RunSpec, paths: Paths, log: Any) -> RootfsSource:
     from rootless.image.store import Store
 
     store = Store(paths)
+    insecure: list[str] = []
+    if paths.config_file.exists():
+        from rootless.config import load_config
+
+        insecure = list(load_config(paths).insecure_registries)
     image = ensure_image(spec.image, paths=paths, store=store, pull_policy=spec.pull,
-                         platform=spec.platform, tls_verify=spec.tls_verify, quiet=spec.quiet)
+                         platform=spec.platform, tls_verify=spec.tls_verify, quiet=spec.quiet,
+                         insecure_registries=insecure)
     log(f"image {image.id[:19]} with {len(image.diff_ids)} layers")
     cfg = image_run_config(image.config)
     command = resolve_command(cfg, spec.entrypoint, list(spec.command))

@@ -61,7 +61,7 @@ class ContainerDirs:
         except OSError as exc:
             raise SetupError(
                 describe_oserror(f"creating the container's storage in {self.root}", exc),
-                hint="check that the storage directory is writable (rl doctor)",
+                hint="check that the storage directory is writable (see 'rl doctor storage')",
             ) from None
 
     def write_file(self, name: str, text: str) -> str:

@@ -75,7 +75,7 @@ def apply_mapping(pid: int, mapping: IdMapping, helpers: tuple[str, str] | None)
     except OSError as exc:
         raise SetupError(
             describe_oserror(f"writing the id maps of process {pid}", exc),
-            hint="run 'rl doctor' to check user namespaces and /etc/subuid",
+            hint="see 'rl doctor uidmap-works' and 'rl doctor subids'",
         ) from None
 
 
@@ -102,7 +102,8 @@ def userns_error(exc: OSError, sysctl_root: str = "/proc/sys") -> RlError:
     message = describe_oserror("creating a user namespace (unshare CLONE_NEWUSER)", exc)
     if cause:
         message += f"; {cause}"
-    return SetupError(message, hint=fix or "run 'rl doctor' to see what blocks user namespaces")
+    hint = f"{fix} (see 'rl doctor userns-sysctl')" if fix else "see 'rl doctor userns'"
+    return SetupError(message, hint=hint)
 
 
 def diagnose_userns(sysctl_root: str = "/proc/sys") -> tuple[str | None, str | None]:
@@ -124,7 +125,7 @@ def diagnose_userns(sysctl_root: str = "/proc/sys") -> tuple[str | None, str | N
         return ("AppArmor restricts unprivileged user namespaces "
                 "(kernel.apparmor_restrict_unprivileged_userns=1)",
                 "sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, or add an "
-                "AppArmor profile for rl with 'userns,' (see 'rl doctor')")
+                "AppArmor profile for rl with 'userns,'")
     return None, None
 
 
