@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rootless.errors import UsageError
 from rootless.spec import Limits
+
+# typing is imported for annotations only: importing it costs ~4 ms of `rl run`'s start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -25,9 +28,18 @@ def parse_size(text: str | int, flag: str) -> int:
         value = float(num)
     except ValueError:
         raise UsageError(f"invalid size {text!r} for {flag}: expected a number with an optional unit (b, k, m, g)") from None
-    if unit not in _UNITS or value < 0:
-        raise UsageError(f"invalid size {text!r} for {flag}")
+    # float() also takes 'nan', 'inf' and '1e3'; a size is plain digits with an optional point.
+    if unit not in _UNITS or value < 0 or not num.replace(".", "", 1).isdigit():
+        raise UsageError(f"invalid size {text!r} for {flag}: expected a number with an optional unit (b, k, m, g)")
     return int(value * _UNITS[unit])
+
+
+def _int(settings: dict[str, Any], key: str, flag: str) -> int:
+    value = settings[key]
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"invalid {flag} {value!r}: expected a whole number") from None
 
 
 def parse_limits(settings: dict[str, Any]) -> Limits | None:
@@ -47,8 +59,10 @@ def parse_limits(settings: dict[str, Any]) -> Limits | None:
             raise UsageError("--memory-swap needs --memory")
     if settings.get("memory_reservation") not in (None, ""):
         out["memory_reservation"] = parse_size(settings["memory_reservation"], "--memory-reservation")
+        if "memory" in out and out["memory_reservation"] > out["memory"]:
+            raise UsageError("--memory-reservation must be smaller than or equal to --memory")
     if settings.get("pids_limit") is not None:
-        pids = int(settings["pids_limit"])
+        pids = _int(settings, "pids_limit", "--pids-limit")
         if pids == 0 or pids < -1:
             raise UsageError(f"invalid --pids-limit {pids}: use a positive number or -1 for unlimited")
         out["pids"] = "max" if pids == -1 else pids
@@ -57,18 +71,19 @@ def parse_limits(settings: dict[str, Any]) -> Limits | None:
             cpus = float(settings["cpus"])
         except ValueError:
             raise UsageError(f"invalid --cpus {settings['cpus']!r}: expected a number such as 0.5") from None
-        if cpus <= 0:
-            raise UsageError("--cpus must be greater than 0")
+        # cpu.max takes a quota of at least 1000 us per period (kernel/sched/core.c).
         period = 100000
-        out["cpus"] = f"{int(cpus * period)} {period}"
+        if not 0.01 <= cpus < 1e6:
+            raise UsageError(f"invalid --cpus {settings['cpus']!r}: use a number of CPUs from 0.01 up, such as 0.5")
+        out["cpus"] = f"{round(cpus * period)} {period}"
     if settings.get("cpu_shares") is not None:
-        shares = int(settings["cpu_shares"])
+        shares = _int(settings, "cpu_shares", "--cpu-shares")
         if not 2 <= shares <= 262144:
             raise UsageError("--cpu-shares must be between 2 and 262144")
         # The conversion crun and runc use from cgroup v1 shares to cgroup v2 weight.
         out["cpu_weight"] = 1 + ((shares - 2) * 9999) // 262142
     if settings.get("cpu_weight") is not None:
-        weight = int(settings["cpu_weight"])
+        weight = _int(settings, "cpu_weight", "--cpu-weight")
         if not 1 <= weight <= 10000:
             raise UsageError("--cpu-weight must be between 1 and 10000")
         out["cpu_weight"] = weight
@@ -78,12 +93,12 @@ def parse_limits(settings: dict[str, Any]) -> Limits | None:
             _check_cpuset(value, flag)
             out[key] = value
     if settings.get("blkio_weight") is not None:
-        w = int(settings["blkio_weight"])
+        w = _int(settings, "blkio_weight", "--blkio-weight")
         if not 10 <= w <= 1000:
             raise UsageError("--blkio-weight must be between 10 and 1000")
         out["io_weight"] = 1 + ((w - 10) * 9999) // 990
     if settings.get("io_weight") is not None:
-        w = int(settings["io_weight"])
+        w = _int(settings, "io_weight", "--io-weight")
         if not 1 <= w <= 10000:
             raise UsageError("--io-weight must be between 1 and 10000")
         out["io_weight"] = w
@@ -100,6 +115,6 @@ def parse_limits(settings: dict[str, Any]) -> Limits | None:
 
 def _check_cpuset(value: str, flag: str) -> None:
     for part in value.split(","):
-        lo, _, hi = part.partition("-")
-        if not lo.isdigit() or (hi and not hi.isdigit()) or (hi and int(hi) < int(lo)):
+        lo, dash, hi = part.partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()) or (dash and int(hi) < int(lo)):
             raise UsageError(f"invalid {flag} {value!r}: expected a list such as 0-2,4")

@@ -125,8 +125,9 @@ def test_an_unknown_cgroup_file_is_a_clear_error(run_bb, delegated):
 
 
 def test_without_limits_rl_makes_no_cgroup(rl, busybox_rootfs, delegated):
+    # PID 1 ignores signals it has no handler for: the shell traps TERM to end the test.
     proc = rl.popen("run", "--rm", "--network", "none", "--rootfs", str(busybox_rootfs),
-                    "sleep", "601")
+                    "sh", "-c", "trap 'exit 0' TERM; sleep 601 & wait")
     try:
         pid = wait_for(lambda: _find_process("sleep 601"), "the container's sleep")
         path = Path(f"/proc/{pid}/cgroup").read_text().strip()
@@ -136,7 +137,8 @@ def test_without_limits_rl_makes_no_cgroup(rl, busybox_rootfs, delegated):
         assert container_cgroups(delegated) == []
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        if proc.wait(timeout=60) != 0:
+            pytest.fail(f"rl run did not end cleanly: {proc.stderr.read().decode()}")
 
 
 def _find_process(cmdline: str) -> int | None:
