@@ -29,6 +29,7 @@ from rootless.errors import CommandError, RlError, SetupError, describe_oserror
 from rootless.kernel import constants as k
 from rootless.kernel import libc
 from rootless.runtime.channel import Channel, error_message
+from rootless.runtime.flatten import flatten_layers
 from rootless.runtime.mounts import MountFailure, MountOp, apply_plan, remount_bind
 from rootless.runtime.proc import close_fds_except
 from rootless.runtime.users import resolve_user
@@ -87,6 +88,10 @@ def container_main(setup: ContainerSetup, chan: Channel) -> NoReturn:
             bring_up_loopback()
         run_command(setup, chan, lib)
     except MountFailure as exc:
+        if setup.debug:
+            import traceback
+
+            traceback.print_exc()
         hint = None
         if exc.op.fstype == "overlay":
             hint = "see 'rl doctor overlay'"
@@ -95,6 +100,10 @@ def container_main(setup: ContainerSetup, chan: Channel) -> NoReturn:
         chan.send("error", **error_message(step, exc))
         os._exit(exc.exit_code)
     except BaseException as exc:  # noqa: BLE001 - every failure goes home as data
+        if setup.debug:
+            import traceback  # imported by the launcher before the fork when debugging
+
+            traceback.print_exc()
         chan.send("error", **error_message(step, exc))
     os._exit(125)
 
@@ -117,9 +126,20 @@ def mount_rootfs(setup: ContainerSetup, lib: Any) -> None:
         cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.chdir(data["chdir"])
+            if os.environ.get("RL_OVERLAY") == "disable":  # tests force the fallback
+                raise OSError(errno.EINVAL, "overlay disabled by RL_OVERLAY=disable")
             lib.mount("overlay", setup.merged, "overlay", 0, data["options"])
         except OSError as exc:
-            raise MountFailure(_overlay_op(data["options"]), exc) from None
+            if exc.errno not in (errno.EINVAL, errno.EPERM, errno.ENODEV, errno.EOPNOTSUPP):
+                raise MountFailure(_overlay_op(data["options"]), exc) from None
+            # The kernel refuses overlayfs here: fall back to a flattened copy of the layers.
+            sys.stderr.write(f"rl: overlayfs refused ({errno.errorcode.get(exc.errno or 0)}): "
+                             "using a flattened copy of the image (slower start; see "
+                             "'rl doctor overlay')\n")
+            copy = data["flat"]
+            os.makedirs(copy, exist_ok=True)
+            flatten_layers([os.path.join(data["chdir"], d) for d in data["lowers"]], copy)
+            lib.mount(copy, setup.merged, None, k.MS_BIND | k.MS_REC)
         finally:
             os.fchdir(cwd)
             os.close(cwd)

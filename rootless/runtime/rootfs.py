@@ -30,7 +30,8 @@ class RootfsSource:
         # overlay's lowerdir lists the top layer first.
         lowers = ":".join(reversed(self.lower_dirs))
         options = (f"lowerdir={lowers},upperdir={dirs.upper},workdir={dirs.work},userxattr")
-        return {"type": "overlay", "options": options, "chdir": self.chdir or "/"}
+        return {"type": "overlay", "options": options, "chdir": self.chdir or "/",
+                "lowers": list(self.lower_dirs), "flat": str(dirs.root / "flat")}
 
 
 def _check_overlay_path(path: str) -> None:

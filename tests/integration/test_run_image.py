@@ -89,3 +89,19 @@ def test_layers_are_shared_not_copied(rl, image):
         assert run(rl, image("busybox"), "true").returncode == 0
     assert sorted(p.name for p in layers.iterdir()) == before
     assert os.listdir(rl.data / "containers") == []
+
+
+def test_flattened_copy_fallback_when_overlay_is_refused(rl, image, busybox_rootfs):
+    # RL_OVERLAY=disable makes PID 1 behave as on a kernel that refuses overlayfs.
+    env = {"RL_OVERLAY": "disable"}
+    r = run(rl, image("multilayer"), "sh", "-c", "ls /data; ls /opaque; echo w > /new; cat /new", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "flattened copy" in r.stderr
+    listing = r.stdout.split()
+    assert "keep.txt" in listing and "remove-me.txt" not in listing and "old.txt" not in listing
+    assert listing[-1] == "w"
+    r = rl("run", "--rm", "--network", "none", "--rootfs", str(busybox_rootfs), "sh", "-c",
+           "touch /only-in-copy", env=env)
+    assert r.returncode == 0, r.stderr
+    assert not (busybox_rootfs / "only-in-copy").exists()
+    assert os.listdir(rl.data / "containers") == []
