@@ -133,6 +133,10 @@ def reserve_host_ports(mappings: list[PortMapping]) -> None:
         family = socket.AF_INET6 if ":" in m.host_ip else socket.AF_INET
         kind = socket.SOCK_STREAM if m.protocol == "tcp" else socket.SOCK_DGRAM
         with socket.socket(family, kind) as s:
+            if kind == socket.SOCK_STREAM:
+                # As the helpers do: a connection in TIME_WAIT must not block the port, a
+                # listener must.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((m.host_ip or ("::" if family == socket.AF_INET6 else "0.0.0.0"), m.host_port))
             except OSError as exc:

@@ -100,6 +100,7 @@ def exited(pid: int) -> int | None:
 def open_log(directory: str, name: str) -> tuple[str, int]:
     """A fresh log file for a helper's stdout/stderr, read back when it fails."""
     os.makedirs(directory, mode=0o700, exist_ok=True)
+    sweep_stale(directory)
     path = os.path.join(directory, name + ".log")
     return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
 
@@ -114,3 +115,19 @@ def tail_log(path: str | None, lines: int = 3) -> str:
     kept = [ln.strip() for ln in text.splitlines()
             if ln.strip() and not ln.startswith("Failed to send") and not ln.startswith("* ")]
     return " / ".join(kept[-lines:])
+
+
+def sweep_stale(directory: str) -> None:
+    """Remove the files of helpers whose rl was SIGKILLed ("<helper>-<pid>.<ext>", pid gone)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        stem = name.rpartition(".")[0]
+        pid = stem.rpartition("-")[2]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
