@@ -122,13 +122,15 @@ class SlirpPlan(NetworkPlan):
         import select
 
         if self.ports:
-            self.api_socket = os.path.join(self.runtime_dir, f"slirp4netns-{netns_pid}.sock")
+            # Relative to slirp4netns's working directory: sun_path holds 108 bytes, and a
+            # long XDG_RUNTIME_DIR would not fit (unix(7)).
+            self.api_socket = f"slirp4netns-{netns_pid}.sock"
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         exit_r, self.exit_w = os.pipe2(os.O_CLOEXEC)
         self.log_path, log_fd = open_log(self.runtime_dir, f"slirp4netns-{netns_pid}")
         try:
             self.pid = spawn(self.argv(netns_pid, ready_w, exit_r), keep_fds=(ready_w, exit_r),
-                             stdout=log_fd, stderr=log_fd)
+                             stdout=log_fd, stderr=log_fd, cwd=self.runtime_dir)
         finally:
             for fd in (ready_w, exit_r, log_fd):
                 os.close(fd)
@@ -158,14 +160,19 @@ class SlirpPlan(NetworkPlan):
             "proto": m.protocol, "host_addr": m.host_ip or "0.0.0.0", "host_port": m.host_port,
             "guest_port": m.container_port}}
         assert self.api_socket is not None
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(READY_TIMEOUT)
-            s.connect(self.api_socket)
-            s.sendall(json.dumps(request).encode())
-            s.shutdown(socket.SHUT_WR)
-            reply = b""
-            while chunk := s.recv(4096):
-                reply += chunk
+        dir_fd = os.open(self.runtime_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(READY_TIMEOUT)
+                # A short name for a long path: the directory through its /proc fd link.
+                s.connect(f"/proc/self/fd/{dir_fd}/{self.api_socket}")
+                s.sendall(json.dumps(request).encode())
+                s.shutdown(socket.SHUT_WR)
+                reply = b""
+                while chunk := s.recv(4096):
+                    reply += chunk
+        finally:
+            os.close(dir_fd)
         answer = json.loads(reply or b"{}")
         if "error" in answer or "return" not in answer:
             desc = str(answer.get("error", {}).get("desc", reply.decode(errors="replace")))
@@ -185,7 +192,8 @@ class SlirpPlan(NetworkPlan):
         if self.pid is not None:
             reap(self.pid)
             self.pid = None
-        for path in (self.api_socket, self.log_path):
+        api = os.path.join(self.runtime_dir, self.api_socket) if self.api_socket else None
+        for path in (api, self.log_path):
             if path:
                 try:
                     os.unlink(path)

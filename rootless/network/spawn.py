@@ -13,11 +13,10 @@ import signal
 
 def find_program(name: str, path: str | None = None) -> str | None:
     """shutil.which without importing shutil (rl run's start-up budget)."""
-    for directory in (path if path is not None else os.environ.get("PATH", "/usr/bin:/bin")).split(":"):
-        candidate = os.path.join(directory or ".", name)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    for directory in ("/usr/bin", "/usr/sbin", "/bin", "/sbin"):
+    # Without an explicit path: $PATH, then the system directories (a clean env has no PATH).
+    dirs = path.split(":") if path is not None else [
+        *os.environ.get("PATH", "").split(":"), "/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+    for directory in filter(None, dirs):
         candidate = os.path.join(directory, name)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
@@ -25,7 +24,7 @@ def find_program(name: str, path: str | None = None) -> str | None:
 
 
 def spawn(argv: list[str], keep_fds: tuple[int, ...] = (), stdout: int | None = None,
-          stderr: int | None = None) -> int:
+          stderr: int | None = None, cwd: str | None = None) -> int:
     """Run argv with PDEATHSIG=SIGKILL; keep_fds stay open in the child.
 
     Every other descriptor of rl is close-on-exec (Python's default), so the helper gets only
@@ -49,6 +48,8 @@ def spawn(argv: list[str], keep_fds: tuple[int, ...] = (), stdout: int | None = 
             os.dup2(stderr if stderr is not None else null, 2)
             for fd in keep_fds:
                 os.set_inheritable(fd, True)
+            if cwd is not None:
+                os.chdir(cwd)
             os.execv(argv[0], argv)
         except BaseException:  # noqa: BLE001
             os._exit(127)
