@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -25,9 +26,17 @@ def test_cgroup_suite_in_the_vm() -> None:
     env["RL_VM_VENV"] = sys.prefix
     job = ("PYTHONDONTWRITEBYTECODE=1 python -m pytest -q -p no:cacheprovider -o addopts= "
            "tests/vm")
-    r = subprocess.run([str(REPO / "scripts" / "vm" / "run-in-vm.sh"), job], env=env,
-                       capture_output=True, text=True, errors="replace", timeout=600)
-    report = f"--- guest stdout\n{r.stdout}\n--- guest stderr\n{r.stderr}"
-    assert r.returncode == 0, report
+    # A session of its own, so that a guest that hangs is stopped whole (UML is many processes).
+    proc = subprocess.Popen([str(REPO / "scripts" / "vm" / "run-in-vm.sh"), job], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            errors="replace", start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"the VM suite did not finish in 10 minutes\n{out}\n{err}")
+    report = f"--- guest stdout\n{out}\n--- guest stderr\n{err}"
+    assert proc.returncode == 0, report
     # The guest really ran the suite (an empty collection would exit 5, but be explicit).
-    assert " passed" in r.stdout and " failed" not in r.stdout, report
+    assert " passed" in out and " failed" not in out, report

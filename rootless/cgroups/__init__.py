@@ -365,37 +365,43 @@ def evacuate(base: str, log: Any) -> None:
 
 
 def remove_cgroup(path: str, log: Any) -> None:
-    """cgroup.kill (Linux 5.14) or SIGKILL to each process, then rmdir once it is empty."""
+    """Remove a container cgroup; if processes remain, cgroup.kill (Linux 5.14) or SIGKILL to
+    each, then rmdir once it is empty (rmdir fails with EBUSY while it is populated)."""
+    try:
+        os.rmdir(path)  # the usual case: the container has ended and its cgroup is empty
+        log(f"cgroup: removed {path}")
+        return
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            log(describe_oserror(f"cgroup: cannot remove {path}", exc))
+            return
     import time
 
     try:
         _write(path + "/cgroup.kill", "1")
-    except FileNotFoundError:
-        if not os.path.isdir(path):
-            return
+    except OSError:
         for pid in _read_or(path + "/cgroup.procs").split():
             try:
                 os.kill(int(pid), 9)
             except OSError:
                 pass
-    except OSError:
-        pass
     delay = 0.001
     deadline = time.monotonic() + 5
     while True:
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
         try:
             os.rmdir(path)
-            log(f"cgroup: removed {path}")
+            log(f"cgroup: removed {path} (after killing what was left)")
             return
         except FileNotFoundError:
             return
         except OSError as exc:
-            # EBUSY until the killed processes have exited.
             if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                 log(describe_oserror(f"cgroup: cannot remove {path}", exc))
                 return
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
 
 
 def _read_or(path: str) -> str:
