@@ -99,14 +99,20 @@ def start_scope(mount: tuple[str, str], name: str, pid: int, log: Any) -> Scope:
         time.sleep(0.002)
 
 
-def _call_jeepney(unit: str, pid: int, description: str) -> None:
+def scope_message(unit: str, pid: int, description: str) -> Any:
+    """The StartTransientUnit method call, as a jeepney message."""
     from jeepney import DBusAddress, new_method_call
+
+    address = DBusAddress(MANAGER[1], bus_name=MANAGER[0], interface=MANAGER[2])
+    return new_method_call(address, "StartTransientUnit", SIGNATURE,
+                           (unit, "fail", scope_properties(pid, description), []))
+
+
+def _call_jeepney(unit: str, pid: int, description: str) -> None:
     from jeepney.io.blocking import open_dbus_connection
     from jeepney.wrappers import DBusErrorResponse, unwrap_msg
 
-    address = DBusAddress(MANAGER[1], bus_name=MANAGER[0], interface=MANAGER[2])
-    message = new_method_call(address, "StartTransientUnit", SIGNATURE,
-                              (unit, "fail", scope_properties(pid, description), []))
+    message = scope_message(unit, pid, description)
     try:
         with open_dbus_connection(bus=session_bus() or "SESSION") as conn:
             unwrap_msg(conn.send_and_get_reply(message, timeout=10))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from rootless.cgroups import _names, _reason
 from rootless.cgroups.plan import (
     Write,
@@ -15,8 +17,9 @@ from rootless.cgroups.plan import (
     plan_writes,
     stale_owner,
 )
-from rootless.cgroups.systemd import busctl_args, scope_properties
+from rootless.cgroups.systemd import busctl_args, scope_message, scope_properties
 from rootless.spec import Limits
+from tests.conftest import need
 
 # These machines: v1 controllers, cgroup2 (hugetlb only) at /sys/fs/cgroup/unified.
 HYBRID_CGROUP = """\
@@ -135,3 +138,16 @@ def test_systemd_scope_request():
     # Four properties, each NAME SIGNATURE VALUE..., then an empty auxiliary-unit array.
     assert args[i + 5:] == ["Description", "s", "rl container x", "PIDs", "au", "1", "4242",
                             "Delegate", "b", "true", "CollectMode", "s", "inactive-or-failed", "0"]
+
+
+def test_systemd_scope_request_over_dbus():
+    need(importlib.util.find_spec("jeepney") is not None,
+         "jeepney is not installed (a dependency of rl for systemd scopes)")
+    msg = scope_message("rl-0123456789ab.scope", 4242, "rl container x")
+    from jeepney import HeaderFields
+
+    assert msg.header.fields[HeaderFields.member] == "StartTransientUnit"
+    assert msg.header.fields[HeaderFields.signature] == "ssa(sv)a(sa(sv))"
+    assert msg.body[0] == "rl-0123456789ab.scope" and msg.body[1] == "fail"
+    assert ("PIDs", ("au", [4242])) in msg.body[2]
+    assert len(msg.serialise(serial=1)) > 100  # the body encodes with that signature

@@ -109,12 +109,15 @@ def test_cpus_half_throttles_a_busy_loop(run_bb):
 
 
 def test_limits_and_cgroup_namespace_inside(run_bb):
-    script = ("cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max /sys/fs/cgroup/memory.high"
-              " /proc/self/cgroup; touch /sys/fs/cgroup/x 2>/dev/null && echo writable || echo ro")
+    script = ("cd /sys/fs/cgroup; cat memory.max pids.max memory.high memory.swap.max cpu.max"
+              " /proc/self/cgroup; touch x 2>/dev/null && echo writable || echo ro")
     r = run_bb("sh", "-c", script, opts=["--memory", "64m", "--pids-limit", "50",
-                                         "--cgroup-conf", "memory.high=48m"])
+                                         "--cgroup-conf", "memory.high=48m",
+                                         "--memory-swap", "96m", "--cpus", "1.5"])
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == [str(64 << 20), "50", str(48 << 20), "0::/", "ro"]
+    # --memory-swap counts memory and swap (podman); memory.swap.max holds the swap alone.
+    assert r.stdout.split() == [str(64 << 20), "50", str(48 << 20), str(32 << 20),
+                                "150000", "100000", "0::/", "ro"]
 
 
 def test_an_unknown_cgroup_file_is_a_clear_error(run_bb, delegated):
