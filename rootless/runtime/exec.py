@@ -1,0 +1,335 @@
+"""`rl exec`: a new process inside a running container.
+
+    rl exec (host)                                     the new process
+    1. find PID 1, check it is the same process (start time) and open /proc/PID/ns/*
+    2. join its cgroup (as the host user, before leaving the host's mount namespace)
+    3. setns: user first — the other setns calls need CAP_SYS_ADMIN in the namespace that owns
+       the target, and joining the container's user namespace (which our uid owns) grants it
+       (setns(2), user_namespaces(7)); then mnt, pid, net, uts, ipc, cgroup
+    4. fork: a setns to a PID namespace applies to children only (pid_namespaces(7))
+                                                       ─► chdir, user, capabilities, seccomp
+                                                          (the container's plan), execve
+    5. wait: forward signals, proxy the tty, report 125/126/127 or the command's status
+
+Everything the child needs is imported before step 3: after setns(CLONE_NEWNS) the host's
+Python files are no longer visible.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import signal
+import struct
+import sys
+from contextlib import ExitStack
+from typing import Any
+
+from rootless.errors import CommandError, SetupError, StateError, describe_oserror
+from rootless.kernel import constants as k
+from rootless.kernel import libc
+from rootless.runtime import container as container_mod
+from rootless.runtime.channel import Channel, error_message, raise_error
+from rootless.runtime.proc import FORWARDED, close_fds_except, exit_code_of
+from rootless.runtime.state import Container, alive
+from rootless.runtime.tty import RawMode, copy_chunk, set_window_size, window_size
+from rootless.runtime.users import resolve_user
+
+# setns(2) order. "user" must come first (see above); "mnt" before "pid" keeps /proc usable
+# for as long as possible, though nothing below reads it after the fds are open.
+NAMESPACES = ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup")
+
+
+class ExecOptions:
+    __slots__ = ("command", "interactive", "tty", "env", "workdir", "user", "detach", "privileged")
+
+    def __init__(self, **kw: Any) -> None:
+        for name in self.__slots__:
+            setattr(self, name, kw.get(name))
+
+
+def exec_in(c: Container, opts: ExecOptions) -> int:
+    if not c.running:
+        raise StateError("can only create exec sessions on running containers: container state "
+                         "improper", hint=f"start it first: rl start {c.name or c.cid[:12]}")
+    pid1 = int(c.state["pid"])
+    started = c.state.get("pid_start")
+    security = plan_exec_security(c, opts)
+    env = dict(c.config.get("env") or {})
+    env.update(opts.env or [])
+    if opts.tty:
+        env.setdefault("TERM", "xterm")
+    workdir = opts.workdir or c.config.get("workdir")
+    user_spec = opts.user or c.config.get("user")
+    single = _read(f"/proc/{pid1}/setgroups").strip() == "deny"
+    fds = open_namespaces(pid1)
+    try:
+        if not alive(pid1, started):
+            raise StateError("can only create exec sessions on running containers: container "
+                             "state improper")
+        join_cgroup(pid1)
+        lib = libc()
+        for name, fd in fds:
+            try:
+                lib.setns(fd, 0)
+            except OSError as exc:
+                raise SetupError(describe_oserror(f"joining the container's {name} namespace", exc),
+                                 hint="run 'rl doctor'") from None
+    finally:
+        for _, fd in fds:
+            os.close(fd)
+    return run_child(opts, env, workdir, user_spec, single, security, lib)
+
+
+def plan_exec_security(c: Container, opts: ExecOptions) -> Any:
+    """The container's capabilities, seccomp and no_new_privs, planned again from its spec
+    (secrets are not written again; --privileged widens the capabilities as podman's)."""
+    try:
+        from rootless.security import plan_security
+    except ImportError:
+        return None
+    from rootless.runtime.detach import spec_from_config
+
+    spec = spec_from_config(c.config).replace(secrets=[], preserve_fds=0)
+    if opts.privileged:
+        spec = spec.replace(privileged=True)
+    return plan_security(spec)
+
+
+def open_namespaces(pid: int) -> list[tuple[str, int]]:
+    """fds of the namespaces of pid that differ from ours (joining one's own namespace is
+    pointless, and for a host network it would need privileges over the host's)."""
+    out: list[tuple[str, int]] = []
+    try:
+        for name in NAMESPACES:
+            path = f"/proc/{pid}/ns/{name}"
+            try:
+                if os.stat(path).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                    continue
+                out.append((name, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+            except FileNotFoundError:
+                if name in ("user", "mnt", "pid"):
+                    raise
+    except OSError as exc:
+        for _, fd in out:
+            os.close(fd)
+        raise StateError(describe_oserror(f"opening the namespaces of the container's PID 1 ({pid})",
+                                          exc)) from None
+    return out
+
+
+def join_cgroup(pid: int) -> None:
+    """Move into the cgroup v2 of PID 1, so the container's limits apply to the new process.
+    A cgroup rl created (rl-<id>-...) must be joined; anything else (no delegation, v1 hosts)
+    is left as it is."""
+    theirs = _cgroup_path(f"/proc/{pid}/cgroup")
+    if theirs is None or theirs == _cgroup_path("/proc/self/cgroup"):
+        return
+    mount = _cgroup2_mount()
+    if mount is None:
+        return
+    procs = f"{mount}{theirs}/cgroup.procs"
+    try:
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+    except OSError as exc:
+        if "/rl-" in theirs:
+            raise SetupError(describe_oserror(f"joining the container's cgroup {procs}", exc)) from None
+
+
+def _cgroup_path(proc_file: str) -> str | None:
+    for line in _read(proc_file).splitlines():
+        if line.startswith("0::"):
+            return line[3:]
+    return None
+
+
+def _cgroup2_mount() -> str | None:
+    for line in _read("/proc/self/mountinfo").splitlines():
+        left, _, right = line.partition(" - ")
+        if right.split(" ", 1)[0] == "cgroup2":
+            return left.split()[4]
+    return None
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def run_child(opts: ExecOptions, env: dict[str, str], workdir: str | None, user_spec: str | None,
+              single: bool, security: Any, lib: Any) -> int:
+    chan, child_chan = Channel.pair()
+    master = None
+    if opts.tty:
+        master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        chan.close()
+        child_main(opts, env, workdir, user_spec, single, security, lib, child_chan, master)
+    child_chan.close()
+    if opts.detach:
+        return wait_exec(chan, None, None)
+    forward: list[int] = []
+
+    def record(signum: int, _frame: Any) -> None:
+        forward.append(signum)
+
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    for sig in FORWARDED:
+        signal.signal(sig, record)
+    try:
+        code = wait_exec(chan, pid, master, wake=r, pending=forward, stdin_open=bool(opts.interactive))
+    finally:
+        signal.set_wakeup_fd(-1)
+        os.close(r)
+        os.close(w)
+    return code
+
+
+def child_main(opts: ExecOptions, env: dict[str, str], workdir: str | None, user_spec: str | None,
+               single: bool, security: Any, lib: Any, chan: Channel, master: int | None) -> None:
+    step = "prepare the process"
+    try:
+        for sig in (*FORWARDED, signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        lib.set_pdeathsig(signal.SIGKILL)
+        if master is not None:
+            step = "open the terminal"
+            attach_slave(master)
+        elif not opts.interactive:
+            null = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(null, 0)
+            os.close(null)
+        if opts.detach and master is None:
+            os.setsid()  # not killed by a ^C meant for `rl exec`'s terminal
+        step = "resolve the user"
+        user = resolve_user(user_spec)
+        env.setdefault("HOME", user.home)
+        if security is not None:
+            security.apply_before_identity(lib, user)
+        step = "switch to the container user"
+        container_mod.set_identity(user, "single" if single else "subid")
+        if security is not None:
+            security.apply_before_exec(lib, user)
+        if workdir:
+            try:
+                os.chdir(workdir)
+            except OSError as exc:
+                raise CommandError(
+                    describe_oserror(f"workdir {workdir!r} cannot be entered", exc),
+                    hint="the directory must exist in the container", exit_code=126) from None
+        close_fds_except({0, 1, 2, chan.fileno()})
+        container_mod.exec_command(list(opts.command), env, chan)
+    except BaseException as exc:  # noqa: BLE001 - every failure goes home as data
+        fields = error_message(step, exc)
+        try:
+            chan.send("error", **fields)
+        except OSError:
+            pass
+        os._exit(int(fields.get("exit_code") or 125))
+    os._exit(125)
+
+
+def attach_slave(master: int) -> None:
+    """A new session with the pty (of the container's devpts) as its controlling terminal."""
+    fcntl.ioctl(master, k.TIOCSPTLCK, struct.pack("i", 0))
+    slave = fcntl.ioctl(master, k.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+    os.close(master)
+    set_window_size(slave, window_size(0))
+    os.setsid()
+    fcntl.ioctl(slave, k.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def wait_exec(chan: Channel, pid: int | None, master: int | None, wake: int | None = None,
+              pending: list[int] | None = None, stdin_open: bool = False) -> int:
+    """Wait for the exec result (end-of-file: execve succeeded), then, unless detached, for
+    the process (its pidfd turns readable when it exits); forward signals and copy the tty
+    meanwhile."""
+    error = None
+    chan_open = True
+    pidfd = libc().pidfd_open(pid) if pid else None
+    exited = pid is None
+    with ExitStack() as stack:
+        if master is not None and os.isatty(0):
+            stack.enter_context(RawMode(0))
+        while chan_open or not exited:
+            rlist = [x for x in (chan.fileno() if chan_open else None, master, wake,
+                                 None if exited else pidfd) if x is not None]
+            if master is not None and stdin_open:
+                rlist.append(0)
+            try:
+                ready, _, _ = select.select(rlist, [], [])
+            except InterruptedError:
+                continue
+            if wake is not None and wake in ready:
+                _drain(wake)
+                for sig in pending or []:
+                    _kill(pid, sig)
+                if pending:
+                    pending.clear()
+            if chan_open and chan.fileno() in ready:
+                msg = chan.recv()
+                if msg is None:
+                    chan_open = False
+                    chan.close()
+                elif msg.get("op") == "error":
+                    error = msg
+            if master is not None and master in ready and not copy_chunk(master, 1):
+                os.close(master)
+                master = None
+            if master is not None and stdin_open and 0 in ready and not copy_chunk(0, master):
+                stdin_open = False
+            if pidfd is not None and pidfd in ready:
+                exited = True
+        if master is not None:
+            # The process is gone; what it wrote is still in the pty's buffer.
+            os.set_blocking(master, False)
+            while True:
+                try:
+                    if not copy_chunk(master, 1):
+                        break
+                except BlockingIOError:
+                    break
+            os.close(master)
+    if pidfd is not None:
+        os.close(pidfd)
+    status = _waitpid(pid) if pid else 0
+    if error:
+        raise_error(error)
+    return exit_code_of(status)
+
+
+def _kill(pid: int | None, sig: int) -> None:
+    if pid:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _waitpid(pid: int) -> int:
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except InterruptedError:
+            continue
