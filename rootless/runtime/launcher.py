@@ -93,6 +93,8 @@ class Prepared:
 def run(spec: RunSpec, paths: Paths) -> int:
     """Run a container in the foreground; returns the exit status to report."""
     log = Log(spec.log_level)
+    if log.enabled:
+        import traceback  # noqa: F401  (PID 1 prints tracebacks at debug level, after pivot_root)
     prepared = prepare(spec, paths, log)
     code: int | None = None
     try:
@@ -222,6 +224,12 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
 
 def resolv_conf(spec: RunSpec, network: Any) -> str:
     text = host_resolv_conf()
+    if network.mode != "host":
+        # A resolver on the host's loopback (systemd-resolved's stub) is not reachable from
+        # the container's namespace: use its upstream servers (rootless.network.dns).
+        from rootless.network.dns import without_local_stub
+
+        text = without_local_stub(text)
     if network.dns:
         text = "".join(f"nameserver {d}\n" for d in network.dns)
     if spec.dns or spec.dns_search or spec.dns_options:
@@ -398,7 +406,10 @@ class Session:
         state.record_running(self.p, self.pid1, self.helper_pid)
         self.p.network.start(self.helper_pid, self.log)
         if self.p.setup.wait_for_go and self.cchan is not None:
-            self.cchan.send("go")
+            try:
+                self.cchan.send("go")
+            except OSError:
+                pass  # PID 1 already failed; its error is waiting on the channel
         return self.wait()
 
     def wait(self) -> int:
