@@ -92,19 +92,32 @@ class ContainerDirs:
 
 
 def remove_tree_as_root(path: str) -> None:
-    """rmtree for a caller that is root in the user namespace: files of subordinate ids and
-    read-only directories (overlay's work/work is 000) need their mode fixed first."""
+    """Remove a container's storage as root of its user namespace (files of subordinate ids,
+    overlay's mode-000 work/work). A small walk rather than shutil.rmtree: the helper runs it
+    on the exit path of every `rl run --rm`, and importing shutil costs ~4 ms there."""
 
-    import shutil
-
-    def onerror(func: Any, p: str, exc_info: Any) -> None:
+    def remove(dir_path: str) -> None:
         try:
-            os.chmod(os.path.dirname(p), 0o700)
-            func(p)
+            entries = list(os.scandir(dir_path))
+        except FileNotFoundError:
+            return
+        except PermissionError:
+            os.chmod(dir_path, 0o700)
+            entries = list(os.scandir(dir_path))
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    remove(entry.path)
+                else:
+                    os.unlink(entry.path)
+            except FileNotFoundError:
+                pass
+        try:
+            os.rmdir(dir_path)
         except FileNotFoundError:
             pass
 
-    shutil.rmtree(path, onerror=onerror)
+    remove(path)
 
 
 def hosts_file(hostname: str, name: str | None, extra: list[tuple[str, str]], host_ip: str | None) -> str:
