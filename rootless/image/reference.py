@@ -15,7 +15,7 @@ letter; otherwise the name is a short name on the default registry. This module 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections import namedtuple
 
 from rootless.errors import UsageError
 
@@ -34,8 +34,11 @@ _DIGEST_HEX_LEN = {"sha256": 64, "sha512": 128}
 _NAME_MAX = 255
 
 
-@dataclass(frozen=True)
-class Reference:
+class Reference(namedtuple("Reference", "registry repository tag digest")):
+    """registry/repository[:tag][@digest]. A named tuple: frozen, hashable and cheap to import
+    (a dataclass would pull `dataclasses` into every `rl run IMAGE`)."""
+
+    __slots__ = ()
     registry: str
     repository: str
     tag: str | None

@@ -21,23 +21,37 @@ so garbage collection never removes what a running pull has not recorded yet.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
 
 from rootless.errors import ImageError, describe_oserror
 from rootless.paths import Paths
+
+# Imports for annotations only: `rl run IMAGE` reads the store on every start, and typing,
+# dataclasses and hashlib (OpenSSL) cost ~15 ms of it together.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Any
+
+
+def _sha256(data: bytes = b"") -> Any:
+    """A sha256 hasher without importing hashlib's OpenSSL binding on the start-up path."""
+    try:
+        from _sha256 import sha256  # CPython <= 3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256  # CPython >= 3.12
+        except ImportError:
+            from hashlib import sha256
+    return sha256(data)
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
@@ -57,21 +71,36 @@ def digest_hex(digest: str) -> str:
 
 def link_id(diff_hex: str) -> str:
     """16 base32 characters naming a layer's short link (80 bits of a hash of its diff_id)."""
-    raw = hashlib.sha256(b"rl-layer-link:" + diff_hex.encode()).digest()
+    import base64
+
+    raw = _sha256(b"rl-layer-link:" + diff_hex.encode()).digest()
     return base64.b32encode(raw).decode()[:16]
 
 
-@dataclass
 class LocalImage:
-    id: str  # config digest, as podman's IMAGE ID
-    manifest_digest: str
-    names: list[str]
-    config: dict[str, Any]
-    diff_ids: list[str]
-    created: str | None
-    size: int
-    layers: list[dict[str, Any]] = field(default_factory=list)  # compressed descriptors
-    media_type: str = ""
+    """An image in the store: its record (images/<manifest hex>.json) and its names."""
+
+    __slots__ = ("id", "manifest_digest", "names", "config", "diff_ids", "created", "size",
+                 "layers", "media_type")
+
+    def __init__(self, id: str, manifest_digest: str, names: list[str], config: dict[str, Any],
+                 diff_ids: list[str], created: str | None, size: int,
+                 layers: list[dict[str, Any]] | None = None, media_type: str = "") -> None:
+        self.id = id  # config digest, as podman's IMAGE ID
+        self.manifest_digest = manifest_digest
+        self.names = names
+        self.config = config
+        self.diff_ids = diff_ids
+        self.created = created
+        self.size = size
+        self.layers = layers if layers is not None else []  # compressed descriptors
+        self.media_type = media_type
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LocalImage) and self.to_json() == other.to_json()
+
+    def __repr__(self) -> str:
+        return f"LocalImage(id={self.id!r}, names={self.names!r})"
 
     def layer_dirs(self, store: Store) -> list[Path]:
         """Bottom to top."""
@@ -102,18 +131,22 @@ class LocalImage:
         )
 
 
-@dataclass
 class RemoveResult:
-    untagged: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
+    __slots__ = ("untagged", "deleted")
+
+    def __init__(self) -> None:
+        self.untagged: list[str] = []
+        self.deleted: list[str] = []
 
 
-@dataclass
 class PruneResult:
-    images: list[str] = field(default_factory=list)
-    layers: list[str] = field(default_factory=list)
-    blobs: list[str] = field(default_factory=list)
-    bytes_freed: int = 0
+    __slots__ = ("images", "layers", "blobs", "bytes_freed")
+
+    def __init__(self) -> None:
+        self.images: list[str] = []
+        self.layers: list[str] = []
+        self.blobs: list[str] = []
+        self.bytes_freed = 0
 
 
 AsRoot = Callable[[Callable[[], None], str], None]
@@ -199,7 +232,7 @@ class Store:
         return self.ensure_blob(digest, size, lambda: contextlib.nullcontext(chunks))
 
     def write_blob_bytes(self, data: bytes, digest: str | None = None) -> Path:
-        digest = digest or "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = digest or "sha256:" + _sha256(data).hexdigest()
         return self.write_blob(digest, len(data), [data])
 
     def ensure_blob(
@@ -221,7 +254,7 @@ class Store:
             tmp = self.paths.tmp / f"blob-{hexd}-{os.urandom(4).hex()}"
             try:
                 with open(tmp, "xb") as out, open_chunks() as chunks:
-                    hasher = hashlib.sha256()
+                    hasher = _sha256()
                     received = 0
                     for chunk in chunks:
                         received += len(chunk)
@@ -258,7 +291,7 @@ class Store:
         self.ensure_dirs()
         tmp = self.paths.tmp / f"import-{os.getpid()}-{os.urandom(4).hex()}"
         try:
-            hasher = hashlib.sha256()
+            hasher = _sha256()
             size = 0
             with open(tmp, "xb") as out:
                 while chunk := src.read(_COPY_CHUNK):

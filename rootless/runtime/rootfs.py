@@ -58,18 +58,25 @@ def resolve(spec: RunSpec, paths: Paths, log: Any) -> RootfsSource:
 
 def image_source(spec: RunSpec, paths: Paths, log: Any) -> RootfsSource:
     from rootless.image.config import image_run_config, resolve_command
-    from rootless.image.pull import ensure_image
     from rootless.image.store import Store
 
     store = Store(paths)
-    insecure: list[str] = []
-    if paths.config_file.exists():
-        from rootless.config import load_config
+    image = None
+    if spec.pull in ("missing", "never") and not spec.platform:
+        # The common case: the image is here. Reading the store directly keeps the pull
+        # machinery (HTTP client, threads) off the start-up path.
+        image = store.get_image(spec.image)
+    if image is None:
+        from rootless.image.pull import ensure_image
 
-        insecure = list(load_config(paths).insecure_registries)
-    image = ensure_image(spec.image, paths=paths, store=store, pull_policy=spec.pull,
-                         platform=spec.platform, tls_verify=spec.tls_verify, quiet=spec.quiet,
-                         insecure_registries=insecure)
+        insecure: list[str] = []
+        if paths.config_file.exists():
+            from rootless.config import load_config
+
+            insecure = list(load_config(paths).insecure_registries)
+        image = ensure_image(spec.image, paths=paths, store=store, pull_policy=spec.pull,
+                             platform=spec.platform, tls_verify=spec.tls_verify,
+                             quiet=spec.quiet, insecure_registries=insecure)
     log(f"image {image.id[:19]} with {len(image.diff_ids)} layers")
     cfg = image_run_config(image.config)
     command = resolve_command(cfg, spec.entrypoint, list(spec.command))
