@@ -213,18 +213,66 @@ class Bench:
         bb = str(self.rootfs)
         cmds: dict[str, Callable[[], float]] = {}
         for mode in ("pasta", "slirp4netns"):
-            if have(mode if mode != "pasta" else "pasta"):
-                cmds[f"rl run --network {mode}"] = (lambda m=mode: timed(self.rl("run", "--rm", "--network", m, "--rootfs", bb, "true"), self.env))
-                if self.podman_image():
-                    cmds[f"podman run --network {mode}"] = (lambda m=mode: timed([*PODMAN, "run", "--rm", "--runtime", "runc", f"--network={m}", "localhost/rl-bench-busybox", "true"]))
+            if have(mode):
+                cmds[f"rl run --network {mode}"] = (
+                    lambda m=mode: timed(self.rl("run", "--rm", "--network", m, "--rootfs", bb, "true"), self.env))
+        ref = None
+        if self.podman_image() and have("slirp4netns"):
+            # podman 4.3's default rootless network is slirp4netns (it has no pasta support).
+            ref = "podman run (default: slirp4netns)"
+            cmds[ref] = lambda: timed([*PODMAN, "run", "--rm", "--runtime", "runc",
+                                       "localhost/rl-bench-busybox", "true"])
         if cmds:
-            compare("start-up with networking", cmds, self.runs, list(cmds)[-1])
-        try:
-            from rootless.network import bench as netbench  # type: ignore[attr-defined]
-        except ImportError:
-            return
-        netbench.throughput(self)
+            compare("start-up with networking on", cmds, self.runs, ref or list(cmds)[0])
+        self.throughput()
 
+    def throughput(self) -> None:
+        """TCP from the container to iperf3 on the host's loopback, through the same helper
+        (slirp4netns with allow_host_loopback: the host is 10.0.2.2 inside)."""
+        if not (have("iperf3") and have("slirp4netns")):
+            print("  (iperf3 or slirp4netns missing: no throughput figures)")
+            return
+        port = 15201
+        server = subprocess.Popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        iperf = shutil.which("iperf3") or "/usr/bin/iperf3"
+        libs = [ln.split("=>")[-1].split()[0] for ln in subprocess.run(["ldd", iperf], capture_output=True, text=True).stdout.splitlines()
+                if "=>" in ln and "/" in ln.split("=>")[-1]]
+        binds: list[str] = ["-v", f"{iperf}:/usr/bin/iperf3:ro"]
+        for lib in libs + ["/lib64/ld-linux-x86-64.so.2"]:
+            if os.path.exists(lib):
+                binds += ["-v", f"{os.path.realpath(lib)}:{lib}:ro"]
+        client = ["/usr/bin/iperf3", "-c", "10.0.2.2", "-p", str(port), "-t", "3", "-J"]
+
+        def rate(argv: list[str]) -> float:
+            import json
+
+            out = subprocess.run(argv, capture_output=True, text=True, env=self.env)
+            if out.returncode != 0:
+                raise RuntimeError(out.stderr[-300:])
+            return float(json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e6
+
+        try:
+            results: dict[str, list[float]] = {"rl (slirp4netns)": [], "podman (slirp4netns)": []}
+            for _ in range(3):
+                results["rl (slirp4netns)"].append(rate(self.rl(
+                    "run", "--rm", "--network", "slirp4netns:allow_host_loopback=true", *binds,
+                    "--rootfs", str(self.rootfs), *client)))
+                if self.podman_image():
+                    results["podman (slirp4netns)"].append(rate([
+                        *PODMAN, "run", "--rm", "--runtime", "runc",
+                        "--network", "slirp4netns:allow_host_loopback=true", *binds,
+                        "localhost/rl-bench-busybox", *client]))
+        finally:
+            server.terminate()
+            server.wait()
+        print("\n## TCP throughput container -> host loopback (iperf3, 3 s, median of 3, Mbit/s)")
+        rl_med = statistics.median(results["rl (slirp4netns)"])
+        print(f"  rl (slirp4netns)      {rl_med:9.0f}")
+        if results["podman (slirp4netns)"]:
+            pm = statistics.median(results["podman (slirp4netns)"])
+            print(f"  podman (slirp4netns)  {pm:9.0f}   rl/podman ×{rl_med / pm:.2f}")
 
 def rerun_as_user(args: argparse.Namespace) -> int:
     """As root: install rl (not editable: an editable install adds ~15 ms of import hooks to
