@@ -69,6 +69,8 @@ class Bench:
         self.env["XDG_CONFIG_HOME"] = str(work / "config")
         self.registry: str | None = None
         self.podman_ready = False
+        # A tag of this run's own, removed at the end: other runs may come and go meanwhile.
+        self.podman_ref = f"localhost/rl-bench-busybox:{os.getpid()}"
 
     def rl(self, *args: str) -> list[str]:
         return ["rl", *args]
@@ -81,7 +83,7 @@ class Bench:
             return False
         tar = self.work / "busybox.tar"
         subprocess.run(["tar", "-C", str(self.rootfs), "-cf", str(tar), "."], check=True)
-        subprocess.run([*PODMAN, "import", str(tar), "localhost/rl-bench-busybox:latest"],
+        subprocess.run([*PODMAN, "import", str(tar), self.podman_ref],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.podman_ready = True
         return True
@@ -96,6 +98,9 @@ class Bench:
         return self.registry
 
     def stop(self) -> None:
+        if self.podman_ready:
+            subprocess.run([*PODMAN, "rmi", "-f", self.podman_ref], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
         if self.registry:
             subprocess.run([str(REPO / "scripts" / "local-registry.sh"), "stop", str(self.work / "registry")])
 
@@ -116,7 +121,7 @@ class Bench:
         cmds["rl run IMAGE (pulled, network none)"] = lambda: timed(self.rl("run", "--rm", "--network", "none", image, "true"), self.env)
         if self.podman_image():
             cmds["podman run --network none (runc)"] = lambda: timed([*PODMAN, "run", "--rm", "--runtime", "runc", "--network=none",
-                                                                     "localhost/rl-bench-busybox", "true"])
+                                                                     self.podman_ref, "true"])
         ref = "podman run --network none (runc)" if "podman run --network none (runc)" in cmds else "unshare -Urmpfiun chroot (floor)"
         compare("start-up: run `true` and exit", cmds, self.runs, ref)
 
@@ -182,7 +187,7 @@ class Bench:
         def podman_seq() -> float:
             start = time.perf_counter()
             for _ in range(n_seq):
-                subprocess.run([*PODMAN, "run", "--rm", "--runtime", "runc", "--network=none", "localhost/rl-bench-busybox", "true"],
+                subprocess.run([*PODMAN, "run", "--rm", "--runtime", "runc", "--network=none", self.podman_ref, "true"],
                                check=True, stdout=subprocess.DEVNULL)
             return time.perf_counter() - start
 
@@ -200,7 +205,7 @@ class Bench:
         t, fails = parallel(self.rl("run", "--rm", "--network", "none", "--rootfs", bb, "true"))
         print(f"\n## 20 parallel rl run --rm: {t * 1000:.0f} ms, {fails} failures")
         if self.podman_image():
-            t2, fails2 = parallel([*PODMAN, "run", "--rm", "--runtime", "runc", "--network=none", "localhost/rl-bench-busybox", "true"])
+            t2, fails2 = parallel([*PODMAN, "run", "--rm", "--runtime", "runc", "--network=none", self.podman_ref, "true"])
             print(f"   20 parallel podman run --rm: {t2 * 1000:.0f} ms, {fails2} failures (ratio ×{t / t2:.3f})")
         # rl ps with 200 containers (exited, kept)
         env = dict(self.env, XDG_DATA_HOME=tempfile.mkdtemp(dir=self.work))
@@ -221,7 +226,7 @@ class Bench:
             # podman 4.3's default rootless network is slirp4netns (it has no pasta support).
             ref = "podman run (default: slirp4netns)"
             cmds[ref] = lambda: timed([*PODMAN, "run", "--rm", "--runtime", "runc",
-                                       "localhost/rl-bench-busybox", "true"])
+                                       self.podman_ref, "true"])
         if cmds:
             compare("start-up with networking on", cmds, self.runs, ref or list(cmds)[0])
         self.throughput()
@@ -263,7 +268,7 @@ class Bench:
                     results["podman (slirp4netns)"].append(rate([
                         *PODMAN, "run", "--rm", "--runtime", "runc",
                         "--network", "slirp4netns:allow_host_loopback=true", *binds,
-                        "localhost/rl-bench-busybox", *client]))
+                        self.podman_ref, *client]))
         finally:
             server.terminate()
             server.wait()
