@@ -253,7 +253,9 @@ class Bench:
         def rate(argv: list[str]) -> float:
             import json
 
-            out = subprocess.run(argv, capture_output=True, text=True, env=self.env)
+            # rl with the bench's isolated XDG dirs; podman with its own default storage.
+            out = subprocess.run(argv, capture_output=True, text=True,
+                                 env=self.env if argv[0] == "rl" else None)
             if out.returncode != 0:
                 raise RuntimeError(out.stderr[-300:])
             return float(json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e6
