@@ -171,6 +171,7 @@ class Bench:
         spec = importlib.util.spec_from_file_location("build_test_images", REPO / "scripts" / "build_test_images.py")
         assert spec and spec.loader
         bti = importlib.util.module_from_spec(spec)
+        sys.modules["build_test_images"] = bti  # dataclasses look their module up there
         spec.loader.exec_module(bti)
         bti.push_big_image(reg, insecure=True)
 
