@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "rootless.cli.config_cmds",
     "rootless.cli.doctor_cmds",
     "rootless.cli.container_cmds",
+    "rootless.cli.network_cmds",
 ]
 
 

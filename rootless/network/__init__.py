@@ -22,9 +22,12 @@ class NetworkPlan:
     needs_go   PID 1 must wait for "go" (the network is ready) before exec
     host_ip    the address of the host as the container sees it (host.containers.internal)
     dns        nameservers for the container's /etc/resolv.conf (None: the host's)
+    join_userns  a user namespace (a /proc/PID/ns/user path) the helper enters with setns
+               instead of creating one; it has the default id maps already, so the launcher
+               writes none (an `rl network`: rootless.network.bridge)
     """
 
-    __slots__ = ("mode", "needs_go", "host_ip", "dns", "options")
+    __slots__ = ("mode", "needs_go", "host_ip", "dns", "options", "join_userns")
 
     def __init__(self, mode: str, needs_go: bool = False, host_ip: str | None = None,
                  dns: list[str] | None = None, options: Any = None) -> None:
@@ -33,6 +36,7 @@ class NetworkPlan:
         self.host_ip = host_ip
         self.dns = dns
         self.options = options
+        self.join_userns: str | None = None
 
     @property
     def new_netns(self) -> bool:
@@ -59,8 +63,10 @@ def default_mode(path: str | None = None) -> str:
     return "none"
 
 
-def plan_network(spec: Any, exposed_ports: list[str] | None = None) -> NetworkPlan:
-    """Parse --network and the port flags into a plan; probe host ports. Starts nothing."""
+def plan_network(spec: Any, exposed_ports: list[str] | None = None,
+                 hostname: str | None = None) -> NetworkPlan:
+    """Parse --network and the port flags into a plan; probe host ports. Starts no helper
+    (joining an `rl network` may start the network's holder: rootless.network.bridge)."""
     mode = spec.network or ""
     if not mode:
         mode = default_mode()
@@ -93,7 +99,7 @@ def plan_network(spec: Any, exposed_ports: list[str] | None = None) -> NetworkPl
         return slirp.plan(options, ports, runtime_dir)
     from rootless.network import bridge
 
-    return bridge.plan(mode, spec, ports, runtime_dir)
+    return bridge.plan(mode, spec, ports, runtime_dir, hostname)
 
 
 def _runtime_dir() -> str:

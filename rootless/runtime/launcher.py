@@ -126,7 +126,7 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
     try:
         from rootless.network import plan_network
 
-        network = plan_network(spec, source.exposed_ports or [])
+        network = plan_network(spec, source.exposed_ports or [], hostname)
         etc_files = {"/etc/hostname": dirs.write_file("hostname", hostname + "\n")}
         if network.mode == "host":
             etc_files["/etc/hosts"] = dirs.write_file("hosts", _read_or_empty("/etc/hosts"))
@@ -311,7 +311,17 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
             # The launcher signals PID 1 itself; the helper must not die of a ^C meant for it.
             signal.signal(sig, signal.SIG_IGN)
         step = "create the user namespace"
-        unshare_user(lib)
+        if p.network.join_userns:
+            # An `rl network`'s containers share its user namespace (rootless.network.bridge):
+            # setns(CLONE_NEWUSER) is allowed to the namespace's owner, which is this user.
+            step = "join the network's user namespace"
+            ns_fd = os.open(p.network.join_userns, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                lib.setns(ns_fd, k.CLONE_NEWUSER)
+            finally:
+                os.close(ns_fd)
+        else:
+            unshare_user(lib)
         hchan.send("userns")
         go = hchan.recv()
         if not go or go.get("op") != "go":
@@ -382,8 +392,9 @@ class Session:
                 raise_error(msg)
             raise SetupError("the helper process exited before creating the user namespace")
         self.log("helper in its user namespace")
-        apply_mapping(self.helper_pid, self.p.mapping, self.p.helpers)
-        self.log("id maps written")
+        if self.p.network.join_userns is None:  # a joined namespace has its maps already
+            apply_mapping(self.helper_pid, self.p.mapping, self.p.helpers)
+            self.log("id maps written")
         if self.p.cgroup is not None:
             # Limits are in place before PID 1 exists: the helper moves in, PID 1 inherits.
             self.p.cgroup.create_and_attach(self.helper_pid)
