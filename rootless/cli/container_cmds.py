@@ -307,6 +307,13 @@ def _ports(publish: list[str]) -> dict[str, list[dict[str, str]]]:
     return out
 
 
+def _exit_code(c: Container) -> int:
+    """-1 for an exited container whose status is unknown (docker's convention)."""
+    if c.exit_code is not None:
+        return c.exit_code
+    return -1 if c.status == "exited" else 0
+
+
 def ps_record(c: Container, now: float) -> dict[str, Any]:
     spec = c.config.get("spec") or {}
     cmd = c.config.get("command") or []
@@ -318,7 +325,7 @@ def ps_record(c: Container, now: float) -> dict[str, Any]:
         "CreatedAt": _iso(c.config.get("created")),
         "RunningFor": human_duration(now - float(c.config.get("created") or now)) + " ago",
         "State": c.status, "Status": status_text(c, now),
-        "ExitCode": c.exit_code if c.exit_code is not None else (-1 if c.stale else 0),
+        "ExitCode": _exit_code(c),
         "Exited": c.status == "exited", "ExitedAt": int(c.state.get("finished") or 0),
         "StartedAt": int(c.state.get("started") or 0), "Pid": c.pid,
         "Ports": [f"{m['HostIp'] or '0.0.0.0'}:{m['HostPort']}->{k}" for k, v in
@@ -354,7 +361,7 @@ def inspect_record(paths: Paths, c: Container) -> dict[str, Any]:
         "State": {
             "Status": c.status, "Running": c.running, "Paused": False, "Restarting": False,
             "OOMKilled": False, "Dead": False, "Pid": c.pid,
-            "ExitCode": c.exit_code if c.exit_code is not None else (-1 if c.stale else 0),
+            "ExitCode": _exit_code(c),
             "Error": c.state.get("error") or "",
             "StartedAt": _iso(c.state.get("started")), "FinishedAt": _iso(c.state.get("finished")),
         },
@@ -482,6 +489,17 @@ def _ps_matches(rec: dict[str, Any], filters: list[str]) -> bool:
     return True
 
 
+def _ps_template_view(rec: dict[str, Any]) -> dict[str, Any]:
+    """podman's ps templates see strings where its JSON has lists (.Names, .Command...)."""
+    view = dict(rec)
+    view["Names"] = ",".join(rec["Names"])
+    view["Command"] = " ".join(rec["Command"])
+    view["Ports"] = ", ".join(rec["Ports"])
+    view["Labels"] = ",".join(f"{k}={v}" for k, v in sorted(rec["Labels"].items()))
+    view["CreatedAt"] = time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(rec["Created"]))
+    return view
+
+
 def ps_output(paths: Paths, all_: bool, quiet: bool, fmt: str | None, filters: list[str],
               no_trunc: bool, last: int | None = None) -> str:
     containers = repair_all(paths, st.list_containers(paths))
@@ -502,7 +520,7 @@ def ps_output(paths: Paths, all_: bool, quiet: bool, fmt: str | None, filters: l
             fmt = fmt[5:].strip()
             header = re.sub(r"\{\{\s*\.(\w+)\s*\}\}", lambda m: m.group(1).upper(),
                             fmt.replace("\\t", "\t"))
-        lines = [render(fmt, r) for r in records]
+        lines = [render(fmt, _ps_template_view(r)) for r in records]
         if header is not None:
             lines.insert(0, header)
         return "".join(line + "\n" for line in lines)
@@ -789,7 +807,7 @@ def register(app: typer.Typer) -> None:
         if all_:
             refs = [c.cid for c in st.list_containers(paths)]
         refs = _existing(paths, refs) if ignore else refs
-        _each(refs, lambda p, c, ref: remove_container(p, c, force) or c.cid, exit_code=1)
+        _each(refs, lambda p, c, ref: remove_container(p, c, force) or ref, exit_code=1)
         clean_leftovers(paths)
 
     def start(

@@ -77,6 +77,12 @@ def spawn_monitor(p: Any, paths: Any, log: Any, cap: int | None, policy: Restart
     if pid == 0:
         try:
             os.close(read_fd)
+            # Nothing of the caller's may stay open in a process that lives as long as the
+            # container: a held flock (rl start's container lock) would block `rl rm` forever.
+            from rootless.runtime.proc import close_fds_except
+
+            preserve = int(getattr(p.spec, "preserve_fds", 0) or 0)
+            close_fds_except({0, 1, 2, write_fd} | set(range(3, 3 + preserve)))
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
