@@ -48,6 +48,10 @@ class NetworkPlan:
     def stop(self) -> None:
         """Stop the helper (idempotent)."""
 
+    def keep_fds(self) -> tuple[int, ...]:
+        """Descriptors the plan holds that must survive a close-all (the -d monitor)."""
+        return ()
+
 
 DISCARDED_NOTICE = ("Port mappings have been discarded as one of the Host, Container, Pod, and None "
                     "network modes are in use\n")

@@ -65,6 +65,10 @@ class BridgePlan(NetworkPlan):
         for m in self.ports:
             log(f"published {m.describe()}")
 
+    def keep_fds(self) -> tuple[int, ...]:
+        # The membership connection: `rl run -d`'s monitor must keep it open.
+        return (self.conn.fileno(),) if self.conn is not None else ()
+
     def stop(self) -> None:
         if self.conn is not None:
             self.conn.close()  # the holder removes the veth, names and ports

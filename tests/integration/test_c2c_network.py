@@ -88,9 +88,10 @@ def test_two_containers_talk_by_name_and_hostname(rl, busybox_rootfs, net):
     info = net("ci")
     assert info["subnet"] == "10.89.0.0/24" and info["gateway"] == "10.89.0.1"
     db = serve(rl, busybox_rootfs, "ci", "db",
-               "nc -l -p 5432 -e echo by-name; nc -l -p 5432 -e echo by-hostname; "
-               # a container that joined later is found too (the bridge's DNS is live)
-               "nslookup tests | grep -A1 '^Name' | tail -1; echo dbip=$(ip -4 -o addr show eth0)",
+               "nc -l -p 5432 -e echo by-name; "
+               # a container that joined later is found too (the bridge's DNS is live); asked
+               # while that container still waits for its second answer
+               "nslookup tests | grep -A1 '^Name' | tail -1; nc -l -p 5432 -e echo by-hostname",
                "--hostname", "dbhost")
     try:
         state = wait_state(rl, "ci", 1)
@@ -264,3 +265,20 @@ def test_create_validates_and_ls_lists(rl, net):
     assert sorted(n["name"] for n in json.loads(r.stdout)) == ["a", "c"]
     assert rl("network", "rm", "a").returncode == 0
     assert rl("network", "rm", "a").returncode == 125
+
+
+def test_ci_case_a_detached_server_and_a_test_container(rl, busybox_rootfs, net):
+    """`rl run -d` keeps the membership through its monitor (NetworkPlan.keep_fds)."""
+    net("cinet")
+    r = rl("run", "-d", "--name", "cidb", "--network", "cinet", "--rootfs", str(busybox_rootfs),
+           "sh", "-c", "while true; do nc -l -p 5432 -e echo pong; done")
+    assert r.returncode == 0, r.stderr
+    try:
+        r = rl("run", "--rm", "--network", "cinet", "--rootfs", str(busybox_rootfs), "sh", "-c",
+               CONNECT.format(host="cidb", port=5432))
+        assert "got:pong" in r.stdout, r.stdout + r.stderr
+        state = holder_state(rl, "cinet")
+        assert [m["name"] for m in state["members"]] == ["cidb"]
+    finally:
+        rl("rm", "-f", "cidb")
+    wait_all_gone(rl, [state["pid"], state["keeper"], state["slirp4netns"]], "cinet")
