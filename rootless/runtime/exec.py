@@ -200,7 +200,8 @@ def child_main(opts: ExecOptions, env: dict[str, str], workdir: str | None, user
     try:
         for sig in (*FORWARDED, signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
-        lib.set_pdeathsig(signal.SIGKILL)
+        if not opts.detach:
+            lib.set_pdeathsig(signal.SIGKILL)  # `rl exec` killed: its process goes too
         if master is not None:
             step = "open the terminal"
             attach_slave(master)
