@@ -13,21 +13,17 @@ import os
 import re
 import sys
 import time
-from typing import Any
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 from rootless.errors import RlError, StateError, UsageError
 from rootless.paths import Paths
 from rootless.runtime import state as st
 from rootless.runtime.state import Container
 
-STOP_WAIT_AFTER_KILL = 10.0
+if TYPE_CHECKING:
+    import typer
 
-# Mutable defaults as module-level singletons (ruff B008).
-_REFS = typer.Argument(None, metavar="CONTAINER...")
-_FILTERS = typer.Option([], "--filter", "-f", help="status=, name=, id=, label=, exited=, ancestor=")
-_ENV = typer.Option([], "--env", "-e", help="Set an environment variable.")
+STOP_WAIT_AFTER_KILL = 10.0
 
 
 def _paths() -> Paths:
@@ -637,7 +633,8 @@ def _each(refs: list[str], action: Any, exit_code: int = 125) -> None:
             c = resolve(paths, ref, exit_code)
             out = action(paths, c, ref)
             if out is not None:
-                typer.echo(out)
+                sys.stdout.write(f"{out}\n")
+                sys.stdout.flush()
         except RlError as exc:
             if first is not None:
                 sys.stderr.write(f"Error: {first.message}\n")
@@ -651,7 +648,58 @@ def _need(refs: list[str], what: str, all_: bool = False) -> None:
         raise UsageError(f"{what} requires at least one argument")
 
 
+def ps_fast(argv: list[str]) -> int | None:
+    """`rl ps` without typer (importing it costs ~150 ms; a CI runner polls ps): the plain
+    flags only; None sends anything else (--help, unknown flags) to the typer command."""
+    all_ = quiet = no_trunc = False
+    fmt: str | None = None
+    filters: list[str] = []
+    last: int | None = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, attached = arg.partition("=")
+        if arg in ("-a", "--all"):
+            all_ = True
+        elif arg in ("-q", "--quiet"):
+            quiet = True
+        elif arg == "--no-trunc":
+            no_trunc = True
+        elif arg in ("-aq", "-qa"):
+            all_ = quiet = True
+        elif arg in ("-l", "--latest"):
+            all_, last = True, 1
+        elif name in ("--format", "--filter", "-f", "--last", "-n"):
+            if eq:
+                value = attached
+            elif i + 1 < len(argv):
+                i += 1
+                value = argv[i]
+            else:
+                return None
+            if name == "--format":
+                fmt = value
+            elif name in ("--last", "-n"):
+                if not value.lstrip("-").isdigit():
+                    return None
+                all_, last = True, int(value)
+            else:
+                filters.append(value)
+        else:
+            return None
+        i += 1
+    sys.stdout.write(ps_output(_paths(), all_, quiet, fmt, filters, no_trunc, last))
+    return 0
+
+
 def register(app: typer.Typer) -> None:
+    import typer
+
+    # Mutable defaults as singletons (ruff B008).
+    refs_arg = typer.Argument(None, metavar="CONTAINER...")
+    filters_opt = typer.Option([], "--filter", "-f", help="status=, name=, id=, label=, exited=, ancestor=")
+    env_opt = typer.Option([], "--env", "-e", help="Set an environment variable.")
+
     container_app = typer.Typer(help="Manage containers.", no_args_is_help=True)
     system_app = typer.Typer(help="Manage rl itself.", no_args_is_help=True)
     app.add_typer(container_app, name="container")
@@ -661,7 +709,7 @@ def register(app: typer.Typer) -> None:
         all_: bool = typer.Option(False, "--all", "-a", help="Show all containers, not only running ones."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the container ids."),
         fmt: str | None = typer.Option(None, "--format", help="json, or a Go template ({{.ID}} {{.Names}} ...)."),
-        filters: list[str] = _FILTERS,
+        filters: list[str] = filters_opt,
         no_trunc: bool = typer.Option(False, "--no-trunc", help="Do not truncate ids and commands."),
         last: int | None = typer.Option(None, "--last", "-n", help="Show the n most recently created."),
         latest: bool = typer.Option(False, "--latest", "-l", help="Show the latest created container."),
@@ -671,7 +719,7 @@ def register(app: typer.Typer) -> None:
                                    list(filters), no_trunc, 1 if latest else last))
 
     def inspect(
-        refs: list[str] = _REFS,
+        refs: list[str] = refs_arg,
         fmt: str | None = typer.Option(None, "--format", "-f", help="A Go template ({{.State.Status}})."),
     ) -> None:
         """Show a container's configuration and state as JSON."""
@@ -730,7 +778,7 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep stdin open."),
         tty: bool = typer.Option(False, "--tty", "-t", help="Allocate a pseudo-terminal."),
-        env: list[str] = _ENV,
+        env: list[str] = env_opt,
         workdir: str | None = typer.Option(None, "--workdir", "-w", help="Working directory inside the container."),
         user: str | None = typer.Option(None, "--user", "-u", help="Run as this user."),
         detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background."),
@@ -752,7 +800,7 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(exec_in(c, opts))
 
     def stop(
-        refs: list[str] = _REFS,
+        refs: list[str] = refs_arg,
         timeout: int | None = typer.Option(None, "--time", "-t", help="Seconds to wait before SIGKILL."),
         all_: bool = typer.Option(False, "--all", "-a", help="Stop all running containers."),
         ignore: bool = typer.Option(False, "--ignore", "-i", help="Ignore containers that do not exist."),
@@ -768,7 +816,7 @@ def register(app: typer.Typer) -> None:
         _each(refs, lambda p, c, ref: stop_container(p, c, timeout) or ref, exit_code=1)
 
     def kill(
-        refs: list[str] = _REFS,
+        refs: list[str] = refs_arg,
         sig: str = typer.Option("KILL", "--signal", "-s", help="Signal name or number."),
         all_: bool = typer.Option(False, "--all", "-a", help="Signal all running containers."),
     ) -> None:
@@ -794,7 +842,7 @@ def register(app: typer.Typer) -> None:
         _each(refs, act)
 
     def rm(
-        refs: list[str] = _REFS,
+        refs: list[str] = refs_arg,
         force: bool = typer.Option(False, "--force", "-f", help="Kill and remove running containers."),
         volumes: bool = typer.Option(False, "--volumes", "-v", help="Remove anonymous volumes (rl has none)."),
         all_: bool = typer.Option(False, "--all", "-a", help="Remove all containers."),
@@ -811,7 +859,7 @@ def register(app: typer.Typer) -> None:
         clean_leftovers(paths)
 
     def start(
-        refs: list[str] = _REFS,
+        refs: list[str] = refs_arg,
         attach: bool = typer.Option(False, "--attach", "-a", help="Run in the foreground and return its exit code."),
         interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep stdin open (with -a)."),
     ) -> None:
@@ -839,7 +887,7 @@ def register(app: typer.Typer) -> None:
         _each(refs, act)
 
     def restart(
-        refs: list[str] = _REFS,
+        refs: list[str] = refs_arg,
         timeout: int | None = typer.Option(None, "--time", "-t", help="Seconds to wait before SIGKILL."),
     ) -> None:
         """Stop and start containers again."""
@@ -874,7 +922,7 @@ def register(app: typer.Typer) -> None:
             st.write_json(f"{paths.containers}/{c.cid}/config.json", cfg)
             st.release_name(paths, c.name or None, c.cid)
 
-    def wait(refs: list[str] = _REFS) -> None:
+    def wait(refs: list[str] = refs_arg) -> None:
         """Wait for containers to stop and print their exit codes."""
         _need(refs, "wait")
 
@@ -927,6 +975,9 @@ def register(app: typer.Typer) -> None:
             for line in images:
                 typer.echo(line)
 
+    # Annotations are strings resolved in this module's globals, where typer is not (it is
+    # imported lazily so that `rl ps` can run without it): give typer the class itself.
+    exec_.__annotations__["ctx"] = typer.Context
     ctx_settings = {"ignore_unknown_options": True, "allow_extra_args": True,
                     "allow_interspersed_args": False}
     for target in (app, container_app):
