@@ -471,9 +471,7 @@ def _ps_matches(rec: dict[str, Any], filters: list[str]) -> bool:
         elif key == "id":
             ok = any(rec["Id"].startswith(v) for v in values)
         elif key == "label":
-            labels = rec["Labels"]
-            ok = all((lambda k, _s, val: k in labels and (not _s or labels[k] == val))(*v.partition("="))
-                     for v in values)
+            ok = all(_label_matches(rec["Labels"], v) for v in values)
         elif key == "exited":
             ok = rec["Exited"] and str(rec["ExitCode"]) in values
         elif key == "ancestor":
@@ -494,6 +492,11 @@ def _ps_template_view(rec: dict[str, Any]) -> dict[str, Any]:
     view["Labels"] = ",".join(f"{k}={v}" for k, v in sorted(rec["Labels"].items()))
     view["CreatedAt"] = time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(rec["Created"]))
     return view
+
+
+def _label_matches(labels: dict[str, str], want: str) -> bool:
+    key, sep, value = want.partition("=")
+    return key in labels and (not sep or labels[key] == value)
 
 
 def ps_output(paths: Paths, all_: bool, quiet: bool, fmt: str | None, filters: list[str],
@@ -613,7 +616,7 @@ def _to_container(host: int, mapping: list[tuple[int, int, int]]) -> int:
 
 
 def _passwd(pid1: int) -> dict[int, str]:
-    out = {}
+    out: dict[int, str] = {}
     for line in _read(f"/proc/{pid1}/root/etc/passwd").splitlines():
         parts = line.split(":")
         if len(parts) > 2 and parts[2].isdigit():
@@ -813,7 +816,11 @@ def register(app: typer.Typer) -> None:
         if all_:
             refs = [c.cid for c in st.list_containers(paths) if c.running]
         refs = _existing(paths, refs) if ignore else refs
-        _each(refs, lambda p, c, ref: stop_container(p, c, timeout) or ref, exit_code=1)
+        def act_stop(p: Paths, c: Container, ref: str) -> str:
+            stop_container(p, c, timeout)
+            return ref
+
+        _each(refs, act_stop, exit_code=1)
 
     def kill(
         refs: list[str] = refs_arg,
@@ -855,7 +862,11 @@ def register(app: typer.Typer) -> None:
         if all_:
             refs = [c.cid for c in st.list_containers(paths)]
         refs = _existing(paths, refs) if ignore else refs
-        _each(refs, lambda p, c, ref: remove_container(p, c, force) or ref, exit_code=1)
+        def act_rm(p: Paths, c: Container, ref: str) -> str:
+            remove_container(p, c, force)
+            return ref
+
+        _each(refs, act_rm, exit_code=1)
         clean_leftovers(paths)
 
     def start(

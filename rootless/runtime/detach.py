@@ -30,7 +30,7 @@ def run_detached(spec: Any, paths: Any) -> int:
 
     cap, policy = check_lifecycle_options(spec)
     log = Log(spec.log_level)
-    prepared = prepare(spec, paths, log)
+    prepared: Any = prepare(spec, paths, log)
     spawn_monitor(prepared, paths, log, cap, policy)
     sys.stdout.write(prepared.cid + "\n")
     sys.stdout.flush()

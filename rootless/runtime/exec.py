@@ -42,11 +42,19 @@ NAMESPACES = ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup")
 
 
 class ExecOptions:
-    __slots__ = ("command", "interactive", "tty", "env", "workdir", "user", "detach", "privileged")
+    """What `rl exec` was asked for (env: (name, value) pairs over the container's)."""
 
-    def __init__(self, **kw: Any) -> None:
-        for name in self.__slots__:
-            setattr(self, name, kw.get(name))
+    def __init__(self, command: list[str], interactive: bool = False, tty: bool = False,
+                 env: list[tuple[str, str]] | None = None, workdir: str | None = None,
+                 user: str | None = None, detach: bool = False, privileged: bool = False) -> None:
+        self.command = command
+        self.interactive = interactive
+        self.tty = tty
+        self.env = env or []
+        self.workdir = workdir
+        self.user = user
+        self.detach = detach
+        self.privileged = privileged
 
 
 def exec_in(c: Container, opts: ExecOptions) -> int:

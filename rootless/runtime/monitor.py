@@ -147,7 +147,7 @@ def monitor_main(p: Any, paths: Any, log: Any, notify_fd: int, cap: int | None,
 
     notify = Notifier(notify_fd)
     p.notify = notify.started
-    p, code = supervise(p, paths, log, policy, notify)
+    p, last_code = supervise(p, paths, log, policy, notify)
     # The container's processes are gone; close our ends of the pipes so the logger sees
     # end-of-file, and wait until every line is in the file before saying "exited".
     sys.stdout.flush()
@@ -162,7 +162,7 @@ def monitor_main(p: Any, paths: Any, log: Any, notify_fd: int, cap: int | None,
     from rootless.runtime.launcher import cleanup
 
     try:
-        cleanup(p, log, code)
+        cleanup(p, log, last_code)
     finally:
         os._exit(0)
 
