@@ -90,12 +90,13 @@ class Prepared:
             setattr(self, name, kw.get(name))
 
 
-def run(spec: RunSpec, paths: Paths) -> int:
-    """Run a container in the foreground; returns the exit status to report."""
+def run(spec: RunSpec, paths: Paths, existing: str | None = None) -> int:
+    """Run a container in the foreground; returns the exit status to report. `existing`: the
+    id of a stopped container to run again (`rl start -a`)."""
     log = Log(spec.log_level)
     if log.enabled:
         import traceback  # noqa: F401  (PID 1 prints tracebacks at debug level, after pivot_root)
-    prepared = prepare(spec, paths, log)
+    prepared = prepare(spec, paths, log, existing)
     code: int | None = None
     try:
         code = start_and_wait(prepared, paths, log)
@@ -206,7 +207,8 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
                 # for ps/inspect/exec/start (rootless.runtime.state)
                 "boot_id": state.boot_id(), "env": env, "workdir": setup.workdir,
                 "user": setup.user, "stop_signal": spec.stop_signal or source.stop_signal,
-                "network": network.mode, "spec": spec.as_dict(),
+                "network": network.mode,
+                "spec": dict(spec.as_dict(), rootfs=spec.rootfs and os.path.abspath(spec.rootfs)),
             })
     except BaseException:
         if existing is None:

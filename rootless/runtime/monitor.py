@@ -82,7 +82,9 @@ def spawn_monitor(p: Any, paths: Any, log: Any, cap: int | None, policy: Restart
             from rootless.runtime.proc import close_fds_except
 
             preserve = int(getattr(p.spec, "preserve_fds", 0) or 0)
-            close_fds_except({0, 1, 2, write_fd} | set(range(3, 3 + preserve)))
+            # ...except an `rl network` membership, which must live as long as the container.
+            close_fds_except({0, 1, 2, write_fd} | set(range(3, 3 + preserve))
+                             | set(p.network.keep_fds()))
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
