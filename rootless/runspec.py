@@ -67,12 +67,16 @@ def build_run_spec(parsed: ParsedRun, settings: dict[str, Any] | None = None,
         pass
     if fields.get("name") is not None:
         check_name(fields["name"])
-    limits = merged.get("_limits_builder")
-    if limits is None:
-        from rootless.limits import parse_limits
+    from rootless.limits import parse_limits
 
-        fields["limits"] = parse_limits(merged)
-    return RunSpec(**fields)
+    fields["limits"] = parse_limits(merged)
+    spec = RunSpec(**fields)
+    if spec.log_opts or (spec.restart or "no") != "no":
+        # --log-opt and --restart are refused before anything exists, in the foreground too.
+        from rootless.runtime.detach import check_lifecycle_options
+
+        check_lifecycle_options(spec)
+    return spec
 
 
 def check_name(name: str) -> None:

@@ -84,6 +84,10 @@ if [ "$(id -u)" = 0 ]; then
     fi
     "$base/venv/bin/pip" install -q --disable-pip-version-check -e "$base/src[test]" 2>&1 \
         | grep -v '^WARNING: Location' || true
+    # Compile once, as the owner, so the unprivileged runs do not recompile every module on
+    # every `rl` start (they cannot write __pycache__ where root installed things).
+    runuser -u "$test_user" -- "$base/venv/bin/python" -m compileall -q "$base/src/rootless" "$base/src/idmap" >/dev/null || true
+    "$base/venv/bin/python" -m compileall -q "$base/venv/lib" >/dev/null 2>&1 || true
     chmod -R a+rX "$base/venv"
     cd "$base/src"
     say "running pytest as $test_user (uid $uid)"

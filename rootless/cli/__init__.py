@@ -9,9 +9,13 @@ from __future__ import annotations
 import importlib
 import sys
 
-import typer
-
 from rootless import __version__
+
+# typer is imported inside the functions below: the package is also imported by the fast
+# paths in rootless.main (`rl ps` without typer), and importing typer costs 60-150 ms.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import typer
 
 # Modules that add commands; each has register(app: typer.Typer).
 COMMAND_MODULES = [
@@ -26,12 +30,19 @@ COMMAND_MODULES = [
 
 
 def version_callback(value: bool) -> None:
+    import typer
+
     if value:
         typer.echo(f"rl version {__version__}")
         raise typer.Exit()
 
 
 def build_app() -> typer.Typer:
+    # A module global, not a local: typer resolves the commands' string annotations
+    # (`ctx: typer.Context`) in this module's namespace.
+    global typer
+    import typer
+
     app = typer.Typer(
         name="rl",
         help="Rootless containers centred on user namespaces.",
@@ -81,6 +92,8 @@ def build_app() -> typer.Typer:
 
 
 def app_main(argv: list[str]) -> int:
+    import typer
+
     from rootless.errors import RlError
     from rootless.main import report
 

@@ -22,7 +22,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+
+# typing for annotations only: this module is on every `rl run`'s start-up path.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 
