@@ -200,6 +200,9 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
 
         if existing is None:
             state.reserve_name(paths, spec.name, cid, spec.cidfile)
+            if spec.name is None:
+                # podman names every container; the name is released like a --name one.
+                spec = spec.replace(name=state.claim_generated_name(paths, cid))  # type: ignore[assignment]
             dirs.write_config({
                 "id": cid, "name": spec.name, "hostname": hostname, "command": command,
                 "image": source.image_name, "image_id": source.image_id,

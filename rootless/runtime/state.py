@@ -132,6 +132,23 @@ def reserve_name(paths: Any, name: str | None, cid: str, cidfile: str | None = N
         ) from None
 
 
+def claim_generated_name(paths: Any, cid: str) -> str | None:
+    """A free adjective_noun name for a container started without --name (None when the
+    first tries all collide: the container then has no name, which is allowed)."""
+    from rootless.runtime.names import random_name
+
+    for _ in range(8):
+        name = random_name()
+        try:
+            claim_name(paths, name, cid)
+            return name
+        except NameInUse:
+            continue
+        except OSError:
+            return None
+    return None
+
+
 def claim_name(paths: Any, name: str, cid: str) -> None:
     link = f"{names_dir(paths)}/{name}"
     for _ in range(3):
