@@ -318,3 +318,17 @@ def test_host_network_mode_sees_host_interfaces(run_bb):
     r = run_bb("ls", "/sys/class/net", opts=["--network", "host"])
     assert r.returncode == 0, r.stderr
     assert sorted(r.stdout.split()) == host_ifaces
+
+
+def test_a_container_without_name_gets_one_that_rm_accepts(rl, busybox_rootfs):
+    import json
+    import re
+
+    r = rl("run", "--network", "none", "--rootfs", str(busybox_rootfs), "true")
+    assert r.returncode == 0, r.stderr
+    (entry,) = json.loads(rl("ps", "-a", "--format", "json").stdout)
+    (name,) = entry["Names"]
+    assert re.fullmatch(r"[a-z]+_[a-z]+", name)
+    assert rl("rm", name).returncode == 0
+    assert json.loads(rl("ps", "-a", "--format", "json").stdout) == []
+    assert os.listdir(rl.data / "names") == []
