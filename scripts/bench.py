@@ -37,7 +37,9 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
 
 
 def compare(label: str, commands: dict[str, Callable[[], float]], runs: int, reference: str) -> dict[str, float]:
-    """Interleave the commands `runs` times (after one warm-up each); print medians and ratios."""
+    """Interleave the commands `runs` times (after one warm-up each); print medians, the ratio
+    of medians, and the median of the ratios pair by pair (each run against the reference run
+    of the same round), which holds better when the machine's speed drifts."""
     samples: dict[str, list[float]] = {name: [] for name in commands}
     for fn in commands.values():
         fn()
@@ -45,11 +47,13 @@ def compare(label: str, commands: dict[str, Callable[[], float]], runs: int, ref
         for name, fn in commands.items():
             samples[name].append(fn())
     medians = {name: statistics.median(v) for name, v in samples.items()}
-    print(f"\n## {label} (median of {runs}, seconds; ratio to {reference})")
+    print(f"\n## {label} (median of {runs}; ratios to {reference}: of medians / paired)")
     for name, med in medians.items():
         lo, hi = min(samples[name]), max(samples[name])
         ratio = med / medians[reference] if medians[reference] else float("nan")
-        print(f"  {name:<34} {med * 1000:9.1f} ms   [{lo * 1000:.1f}–{hi * 1000:.1f}]   ×{ratio:.3f}")
+        paired = statistics.median(a / b for a, b in zip(samples[name], samples[reference], strict=True))
+        print(f"  {name:<40} {med * 1000:9.1f} ms   [{lo * 1000:.1f}–{hi * 1000:.1f}]"
+              f"   ×{ratio:.3f} / ×{paired:.3f}")
     return medians
 
 
@@ -133,7 +137,7 @@ class Bench:
         }
         m = compare("seccomp cost", cmds, self.runs, "rl run --security-opt seccomp=unconfined")
         vals = list(m.values())
-        print(f"  added by the default profile: {(vals[0] - vals[1]) * 1000:.1f} ms")
+        print(f"  added by the default profile (difference of medians): {(vals[0] - vals[1]) * 1000:.1f} ms")
 
     def pull(self) -> None:
         reg = self.start_registry()
