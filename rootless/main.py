@@ -95,7 +95,7 @@ def load_settings(parsed, paths) -> dict:  # type: ignore[no-untyped-def]
     env_profile = os.environ.get("RL_PROFILE")
     if env_profile and not profiles:
         profiles = [p for p in env_profile.split(",") if p]
-    if not profiles and not paths.config_file.exists():
+    if not profiles and not os.path.exists(paths.config_file_path):
         return {}
     from rootless.config import run_settings  # type: ignore[attr-defined]
 

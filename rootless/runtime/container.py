@@ -229,7 +229,7 @@ def set_identity(user: Any, mapping_mode: str) -> None:
 def exec_command(command: list[str], env: dict[str, str], chan: Channel) -> NoReturn:
     """execve with a PATH search in the container's PATH; errors go home as 126/127."""
     try:
-        os.execvpe(command[0], command, env)
+        execvpe(command[0], command, env)
     except OSError as exc:
         err = exc.errno or 0
         name = command[0]
@@ -245,6 +245,25 @@ def exec_command(command: list[str], env: dict[str, str], chan: Channel) -> NoRe
                       "exit_code": 126, "hint": None}
         chan.send("error", step="exec", errno=err, **fields)
         os._exit(fields["exit_code"])  # type: ignore[arg-type]
+
+
+def execvpe(name: str, argv: list[str], env: dict[str, str]) -> NoReturn:
+    """execve with the shell's PATH search in the container's PATH. Not os.execvpe: its
+    get_exec_path() imports `warnings`, and after pivot_root no Python module can be imported.
+    Errors as POSIX execvp: a permission error wins over "not found" for the same name."""
+    if "/" in name:
+        os.execve(name, argv, env)
+    first_error: OSError | None = None
+    last: OSError | None = None
+    for directory in env.get("PATH", DEFAULT_PATH).split(":"):
+        try:
+            os.execve(os.path.join(directory or ".", name), argv, env)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            last = exc
+        except OSError as exc:
+            last = exc
+            first_error = first_error or exc
+    raise first_error or last or FileNotFoundError(errno.ENOENT, name)
 
 
 def attach_pty(setup: ContainerSetup, chan: Channel) -> None:

@@ -31,7 +31,7 @@ class RootfsSource:
         lowers = ":".join(reversed(self.lower_dirs))
         options = (f"lowerdir={lowers},upperdir={dirs.upper},workdir={dirs.work},userxattr")
         return {"type": "overlay", "options": options, "chdir": self.chdir or "/",
-                "lowers": list(self.lower_dirs), "flat": str(dirs.root / "flat")}
+                "lowers": list(self.lower_dirs), "flat": os.path.join(dirs.root, "flat")}
 
 
 def _check_overlay_path(path: str) -> None:
@@ -70,7 +70,7 @@ def image_source(spec: RunSpec, paths: Paths, log: Any) -> RootfsSource:
         from rootless.image.pull import ensure_image
 
         insecure: list[str] = []
-        if paths.config_file.exists():
+        if os.path.exists(paths.config_file_path):
             from rootless.config import load_config
 
             insecure = list(load_config(paths).insecure_registries)
@@ -82,7 +82,7 @@ def image_source(spec: RunSpec, paths: Paths, log: Any) -> RootfsSource:
     command = resolve_command(cfg, spec.entrypoint, list(spec.command))
     return RootfsSource(
         lower_dirs=list(image.layer_links(store)),
-        chdir=str(paths.layers),
+        chdir=paths.layers_dir,
         command=command,
         env=list(cfg.env),
         workdir=cfg.workdir or None,

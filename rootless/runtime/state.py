@@ -86,15 +86,15 @@ def read_json(path: str) -> dict[str, Any] | None:
 
 
 def runtime_dir(paths: Any, cid: str) -> str:
-    return f"{paths.runtime}/{cid}"
+    return f"{paths.runtime_dir}/{cid}"
 
 
 def state_file(paths: Any, cid: str) -> str:
-    return f"{paths.runtime}/{cid}/state.json"
+    return f"{paths.runtime_dir}/{cid}/state.json"
 
 
 def names_dir(paths: Any) -> str:
-    return f"{paths.data}/names"
+    return f"{paths.data_dir}/names"
 
 
 # -- names -----------------------------------------------------------------------------------
@@ -164,7 +164,7 @@ def claim_name(paths: Any, name: str, cid: str) -> None:
             owner = _readlink(link)
             if owner is None:
                 continue
-            if owner != cid and os.path.exists(f"{paths.containers}/{owner}/config.json"):
+            if owner != cid and os.path.exists(f"{paths.containers_dir}/{owner}/config.json"):
                 raise NameInUse(name, owner)
             if owner == cid:
                 return
@@ -189,7 +189,7 @@ def release_name(paths: Any, name: str | None, cid: str) -> None:
 def _name_lock(paths: Any, name: str) -> _flock:
     # In the runtime tmpfs: lock files are never unlinked (unlinking a lock file someone may
     # be waiting on would let two holders in), so they must not pile up in the data dir.
-    return _flock(f"{paths.runtime}/locks/name-{name}")
+    return _flock(f"{paths.runtime_dir}/locks/name-{name}")
 
 
 def lookup_name(paths: Any, name: str) -> str | None:
@@ -267,7 +267,7 @@ class _flock:
 
 def container_lock(paths: Any, cid: str) -> _flock:
     """The per-container lock of rm/start/stop/rename/prune (the launcher never takes it)."""
-    return _flock(f"{paths.runtime}/locks/{cid}")
+    return _flock(f"{paths.runtime_dir}/locks/{cid}")
 
 
 # -- the launcher's records ---------------------------------------------------------------
@@ -324,7 +324,7 @@ def record_exited(prepared: Any, exit_code: int | None) -> None:
     except FileNotFoundError:
         # PID 1 never started (or `rl rm -f` removed the directory): write only while the
         # container still exists.
-        if os.path.isdir(f"{paths.containers}/{cid}"):
+        if os.path.isdir(f"{paths.containers_dir}/{cid}"):
             os.makedirs(runtime_dir(paths, cid), mode=0o700, exist_ok=True)
             write_json(path, data)
 
@@ -390,7 +390,7 @@ class Container:
 
 
 def load(paths: Any, cid: str, boot: str | None = None) -> Container | None:
-    config = read_json(f"{paths.containers}/{cid}/config.json")
+    config = read_json(f"{paths.containers_dir}/{cid}/config.json")
     if config is None:
         return None
     return Container(cid, config, read_json(state_file(paths, cid)), boot or boot_id())
@@ -398,7 +398,7 @@ def load(paths: Any, cid: str, boot: str | None = None) -> Container | None:
 
 def list_containers(paths: Any) -> list[Container]:
     try:
-        cids = os.listdir(paths.containers)
+        cids = os.listdir(paths.containers_dir)
     except OSError:
         return []
     boot = boot_id()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from rootless.errors import SetupError, describe_oserror
 
@@ -27,37 +26,39 @@ def new_container_id() -> str:
 
 
 class ContainerDirs:
+    """Plain strings rather than pathlib: this is on `rl run`'s start-up path."""
+
     __slots__ = ("root",)
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = os.fspath(root)
 
     @property
-    def upper(self) -> Path:
-        return self.root / "upper"
+    def upper(self) -> str:
+        return os.path.join(self.root, "upper")
 
     @property
-    def work(self) -> Path:
-        return self.root / "work"
+    def work(self) -> str:
+        return os.path.join(self.root, "work")
 
     @property
-    def merged(self) -> Path:
-        return self.root / "merged"
+    def merged(self) -> str:
+        return os.path.join(self.root, "merged")
 
     @property
-    def userdata(self) -> Path:
-        return self.root / "userdata"
+    def userdata(self) -> str:
+        return os.path.join(self.root, "userdata")
 
     @property
-    def config(self) -> Path:
-        return self.root / "config.json"
+    def config(self) -> str:
+        return os.path.join(self.root, "config.json")
 
     def create(self) -> None:
         try:
-            self.root.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self.root.mkdir(mode=0o700)
+            os.makedirs(os.path.dirname(self.root), mode=0o700, exist_ok=True)
+            os.mkdir(self.root, 0o700)
             for d in (self.upper, self.work, self.merged, self.userdata):
-                d.mkdir(mode=0o755)
+                os.mkdir(d, 0o755)
         except OSError as exc:
             raise SetupError(
                 describe_oserror(f"creating the container's storage in {self.root}", exc),
@@ -65,20 +66,22 @@ class ContainerDirs:
             ) from None
 
     def write_file(self, name: str, text: str) -> str:
-        path = self.userdata / name
-        path.write_text(text)
-        path.chmod(0o644)
-        return str(path)
+        path = os.path.join(self.userdata, name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o644)
+        return path
 
     def write_config(self, data: dict[str, Any]) -> None:
-        tmp = self.config.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
+        tmp = self.config + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(json.dumps(data, indent=2))
         os.replace(tmp, self.config)
 
     def remove(self) -> bool:
         """Remove as the host user; False when files owned by subordinate ids remain (the
         caller then removes them from inside the user namespace)."""
-        if not self.root.exists():
+        if not os.path.exists(self.root):
             return True
         import shutil
 
@@ -136,6 +139,7 @@ def hosts_file(hostname: str, name: str | None, extra: list[tuple[str, str]], ho
 
 def host_resolv_conf(path: str = "/etc/resolv.conf") -> str:
     try:
-        return Path(path).read_text()
+        with open(path) as f:
+            return f.read()
     except OSError:
         return ""

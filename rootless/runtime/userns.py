@@ -20,7 +20,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from rootless.errors import RlError, SetupError, describe_oserror
 from rootless.kernel import constants as k
@@ -111,7 +110,8 @@ def diagnose_userns(sysctl_root: str = "/proc/sys") -> tuple[str | None, str | N
 
     def read(name: str) -> str | None:
         try:
-            return Path(sysctl_root, name).read_text().strip()
+            with open(os.path.join(sysctl_root, name)) as f:
+                return f.read().strip()
         except OSError:
             return None
 

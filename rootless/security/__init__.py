@@ -194,7 +194,7 @@ def _plan_seccomp(value: str | None, privileged: bool, caps: int, last_cap: int,
 
     cap_names = set(capmod.names_of(caps))
     try:
-        return load_filter(data, path, cap_names, str(paths.runtime / "seccomp")), \
+        return load_filter(data, path, cap_names, os.path.join(paths.runtime_dir, "seccomp")), \
             ("default" if not strict else path)
     except FileNotFoundError:
         if strict:
