@@ -30,7 +30,6 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from pathlib import Path
 
 from rootless.errors import ImageError, describe_oserror
 from rootless.paths import Paths
@@ -39,6 +38,7 @@ from rootless.paths import Paths
 # dataclasses and hashlib (OpenSSL) cost ~15 ms of it together.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import IO, Any
 
 
@@ -428,12 +428,15 @@ class Store:
 
     # -- images ----------------------------------------------------------------------------
     @property
-    def _index_file(self) -> Path:
-        return self.paths.images / "index.json"
+    def _index_file(self) -> str:
+        # Strings, not pathlib, on the read path: `rl run IMAGE` reads the index and the
+        # image record on every start, and importing pathlib costs ~5 ms there.
+        return os.path.join(self.paths.data_dir, "images", "index.json")
 
     def _read_index(self) -> dict[str, str]:
         try:
-            data = json.loads(self._index_file.read_text())
+            with open(self._index_file) as f:
+                data = json.loads(f.read())
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
@@ -444,12 +447,13 @@ class Store:
     def _write_index(self, names: dict[str, str]) -> None:
         _write_json(self._index_file, {"names": dict(sorted(names.items()))})
 
-    def _record_path(self, manifest_digest: str) -> Path:
-        return self.paths.images / f"{digest_hex(manifest_digest)}.json"
+    def _record_path(self, manifest_digest: str) -> str:
+        return os.path.join(self.paths.data_dir, "images", f"{digest_hex(manifest_digest)}.json")
 
     def _read_record(self, manifest_digest: str) -> dict[str, Any] | None:
         try:
-            data = json.loads(self._record_path(manifest_digest).read_text())
+            with open(self._record_path(manifest_digest)) as f:
+                data = json.loads(f.read())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
@@ -680,7 +684,7 @@ class Store:
                         result.blobs.append(f"sha256:{entry.name}")
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | os.PathLike[str]) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -691,9 +695,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_json(path: Path, data: Any) -> None:
+def _write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(3).hex()}")
+    path = os.fspath(path)
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, f".{name}.{os.getpid()}.{os.urandom(3).hex()}")
     try:
         with open(tmp, "w") as f:
             json.dump(data, f, indent=1)
