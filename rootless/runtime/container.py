@@ -126,15 +126,27 @@ def mount_rootfs(setup: ContainerSetup, lib: Any) -> None:
         cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.chdir(data["chdir"])
-            if os.environ.get("RL_OVERLAY") == "disable":  # tests force the fallback
-                raise OSError(errno.EINVAL, "overlay disabled by RL_OVERLAY=disable")
+            if os.environ.get("RL_OVERLAY") in ("disable", "copy"):  # tests force fallbacks
+                raise OSError(errno.EINVAL, "overlay disabled by RL_OVERLAY")
             lib.mount("overlay", setup.merged, "overlay", 0, data["options"])
         except OSError as exc:
             if exc.errno not in (errno.EINVAL, errno.EPERM, errno.ENODEV, errno.EOPNOTSUPP):
                 raise MountFailure(_overlay_op(data["options"]), exc) from None
-            # The kernel refuses overlayfs here: fall back to a flattened copy of the layers.
-            sys.stderr.write(f"rl: overlayfs refused ({errno.errorcode.get(exc.errno or 0)}): "
-                             "using a flattened copy of the image (slower start; see "
+            # The kernel refuses overlayfs here. First fallback: fuse-overlayfs, when it is
+            # installed and /dev/fuse is usable; the last: a flattened copy of the layers.
+            refused = errno.errorcode.get(exc.errno or 0)
+            if mount_fuse_overlayfs(data, setup.merged):
+                # The daemon lives in this mount namespace. pivot_root would make its root the
+                # FUSE mount it serves (it re-roots every process whose root is the old root)
+                # and it would deadlock on itself: continue in a copy of the namespace, as
+                # podman does by mounting fuse-overlayfs in a parent namespace.
+                lib.unshare(k.CLONE_NEWNS)
+                lib.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
+                sys.stderr.write(f"rl: overlayfs refused ({refused}): using fuse-overlayfs "
+                                 "(see 'rl doctor overlay')\n")
+                return
+            sys.stderr.write(f"rl: overlayfs refused ({refused}) and fuse-overlayfs is not "
+                             "usable: using a flattened copy of the image (slower start; see "
                              "'rl doctor overlay')\n")
             copy = data["flat"]
             os.makedirs(copy, exist_ok=True)
@@ -145,6 +157,34 @@ def mount_rootfs(setup: ContainerSetup, lib: Any) -> None:
             os.close(cwd)
     else:
         lib.mount(data["source"], setup.merged, None, k.MS_BIND | k.MS_REC)
+
+
+def mount_fuse_overlayfs(data: dict[str, Any], merged: str) -> bool:
+    """Mount the layers with fuse-overlayfs on merged; False when it is not usable here.
+
+    Runs in PID 1 before pivot_root, in the container's mount namespace, so the mount is the
+    container's alone. fuse-overlayfs forks its daemon once the mount is ready and the first
+    process exits 0: waiting for that is the ready signal. The daemon stays in the container's
+    PID namespace (it dies with it) and reads overlay's own whiteouts and user.overlay.opaque.
+    """
+    if os.environ.get("RL_OVERLAY") == "copy" or not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return False
+    exe = next((os.path.join(d, "fuse-overlayfs") for d in os.environ.get("PATH", DEFAULT_PATH).split(":")
+                if os.access(os.path.join(d, "fuse-overlayfs"), os.X_OK)), None)
+    if exe is None:
+        return False
+    lowers = ":".join(os.path.join(data["chdir"], d) for d in reversed(data["lowers"]))
+    options = f"lowerdir={lowers},upperdir={data['upper']},workdir={data['work']}"
+    try:
+        # Its stdio is /dev/null: a daemon holding the caller's pipes would keep a reader of
+        # `rl run`'s output waiting after the container ended.
+        devnull = [(os.POSIX_SPAWN_OPEN, fd, "/dev/null", os.O_RDWR, 0) for fd in (0, 1, 2)]
+        pid = os.posix_spawn(exe, [exe, "-o", options, merged], dict(os.environ),
+                             file_actions=devnull)
+        _, status = os.waitpid(pid, 0)
+    except OSError:
+        return False
+    return os.waitstatus_to_exitcode(status) == 0
 
 
 def _overlay_op(options: str) -> Any:

@@ -31,7 +31,8 @@ class RootfsSource:
         lowers = ":".join(reversed(self.lower_dirs))
         options = (f"lowerdir={lowers},upperdir={dirs.upper},workdir={dirs.work},userxattr")
         return {"type": "overlay", "options": options, "chdir": self.chdir or "/",
-                "lowers": list(self.lower_dirs), "flat": os.path.join(dirs.root, "flat")}
+                "lowers": list(self.lower_dirs), "flat": os.path.join(dirs.root, "flat"),
+                "upper": dirs.upper, "work": dirs.work}
 
 
 def _check_overlay_path(path: str) -> None:

@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+from tests.conftest import need, need_tool
+
 pytestmark = pytest.mark.integration
 
 
@@ -91,9 +93,28 @@ def test_layers_are_shared_not_copied(rl, image):
     assert os.listdir(rl.data / "containers") == []
 
 
-def test_flattened_copy_fallback_when_overlay_is_refused(rl, image, busybox_rootfs):
+def test_fuse_overlayfs_fallback_when_overlay_is_refused(rl, image, busybox_rootfs):
     # RL_OVERLAY=disable makes PID 1 behave as on a kernel that refuses overlayfs.
+    need_tool("fuse-overlayfs")
+    need(os.access("/dev/fuse", os.R_OK | os.W_OK), "/dev/fuse is not usable (mode 0666 is udev's)")
     env = {"RL_OVERLAY": "disable"}
+    r = run(rl, image("multilayer"), "sh", "-c", "ls /data; ls /opaque; echo w > /new; cat /new; "
+            "grep ' / ' /proc/mounts", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "using fuse-overlayfs" in r.stderr
+    listing = r.stdout.split()
+    assert "keep.txt" in listing and "remove-me.txt" not in listing and "old.txt" not in listing
+    assert "w" in listing and "fuse" in r.stdout
+    r = rl("run", "--rm", "--network", "none", "--rootfs", str(busybox_rootfs), "sh", "-c",
+           "touch /only-in-upper", env=env)
+    assert r.returncode == 0, r.stderr
+    assert not (busybox_rootfs / "only-in-upper").exists()
+    assert os.listdir(rl.data / "containers") == []
+
+
+def test_flattened_copy_fallback_when_overlay_is_refused(rl, image, busybox_rootfs):
+    # RL_OVERLAY=copy: the kernel refuses overlayfs and fuse-overlayfs is not usable either.
+    env = {"RL_OVERLAY": "copy"}
     r = run(rl, image("multilayer"), "sh", "-c", "ls /data; ls /opaque; echo w > /new; cat /new", env=env)
     assert r.returncode == 0, r.stderr
     assert "flattened copy" in r.stderr
