@@ -167,9 +167,9 @@ class Bench:
             subprocess.run(["podman", "unshare", "rm", "-rf", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             return t
 
-        cmds: dict[str, Callable[[], float]] = {"rl pull (~50 MB, empty store)": rl_pull}
+        cmds: dict[str, Callable[[], float]] = {"rl pull (~100 MB, 4 layers, empty store)": rl_pull}
         if have("podman"):
-            cmds["podman pull (~50 MB, empty store)"] = podman_pull
+            cmds["podman pull (~100 MB, 4 layers, empty store)"] = podman_pull
         compare("pull and unpack", cmds, max(3, self.runs // 3), list(cmds)[-1])
 
     def push_big_image(self, reg: str) -> None:
