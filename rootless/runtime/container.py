@@ -321,6 +321,12 @@ def attach_pty(setup: ContainerSetup, chan: Channel) -> None:
         fcntl.ioctl(slave, k.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     chan.send_fd("pty", master)
     os.close(master)
+    take_terminal(slave)
+
+
+def take_terminal(slave: int) -> None:
+    """A new session with the pty `slave` as its controlling terminal and as stdin, stdout
+    and stderr (TIOCSCTTY needs a session leader without a terminal: setsid first)."""
     os.setsid()
     fcntl.ioctl(slave, k.TIOCSCTTY, 0)
     for fd in (0, 1, 2):

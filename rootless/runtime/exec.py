@@ -253,12 +253,7 @@ def attach_slave(master: int) -> None:
     slave = fcntl.ioctl(master, k.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
     os.close(master)
     set_window_size(slave, window_size(0))
-    os.setsid()
-    fcntl.ioctl(slave, k.TIOCSCTTY, 0)
-    for fd in (0, 1, 2):
-        os.dup2(slave, fd)
-    if slave > 2:
-        os.close(slave)
+    container_mod.take_terminal(slave)
 
 
 def wait_exec(chan: Channel, pid: int | None, master: int | None, wake: int | None = None,
