@@ -26,14 +26,13 @@ that belong to subordinate ids.
 
 from __future__ import annotations
 
-import errno
 import os
 import select
 import signal
 import sys
 import time
 
-from rootless.errors import RlError, SetupError, UsageError, describe_oserror
+from rootless.errors import RlError, SetupError, UsageError
 from rootless.kernel import constants as k
 from rootless.kernel import libc
 from rootless.paths import Paths
@@ -645,5 +644,3 @@ def cleanup(p: Prepared, log: Log, exit_code: int | None) -> None:
     except RlError as exc:
         log(f"cleanup of {root} failed: {exc}")
 
-
-__all__ = ["run", "prepare", "RlError", "errno", "describe_oserror"]
