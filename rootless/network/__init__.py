@@ -42,6 +42,14 @@ class NetworkPlan:
     def new_netns(self) -> bool:
         return self.mode != "host"
 
+    # True when the helper should be started as soon as the network namespace exists, before
+    # the id maps (see PastaPlan); then the helper unshares CLONE_NEWNET right after
+    # CLONE_NEWUSER and the launcher calls spawn() early and start() later.
+    early_start = False
+
+    def spawn(self, netns_pid: int, log: Any) -> None:
+        """Start the user-mode helper without waiting for it (early_start plans only)."""
+
     def start(self, netns_pid: int, log: Any) -> None:
         """Attach the user-mode helper to the namespace of netns_pid; return when it is ready."""
 

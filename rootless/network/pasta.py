@@ -74,6 +74,8 @@ class PastaPlan(NetworkPlan):
         self.pid: int | None = None
         self.log_path: str | None = None
         self.fifo: str | None = None
+        self.fifo_fd: int | None = None
+        self.pidfd: int | None = None
 
     def argv(self, netns_pid: int, pid_file: str) -> list[str]:
         given = {FORWARD_OPTIONS[a] for a in self.user_args if a in FORWARD_OPTIONS}
@@ -90,9 +92,14 @@ class PastaPlan(NetworkPlan):
         argv += ["--netns", f"/proc/{netns_pid}/ns/net", "--userns", f"/proc/{netns_pid}/ns/user"]
         return argv
 
-    def start(self, netns_pid: int, log: Any) -> None:
-        import select
+    # pasta needs ~20-30 ms to become ready. The launcher starts it as soon as the network
+    # namespace exists, right after the user namespace and before the id maps are written
+    # (pasta works in a namespace without maps: it only needs the capabilities that setns
+    # into a user namespace its owner created gives it), so that time overlaps the maps,
+    # PID 1's fork and its mounts.
+    early_start = True
 
+    def spawn(self, netns_pid: int, log: Any) -> None:
         from rootless.kernel import libc
 
         os.makedirs(self.runtime_dir, mode=0o700, exist_ok=True)
@@ -103,7 +110,7 @@ class PastaPlan(NetworkPlan):
             pass
         os.mkfifo(self.fifo, 0o600)
         # Opening the read end first (non-blocking) lets pasta's open() of the pid file succeed.
-        fifo_fd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.fifo_fd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         self.log_path, log_fd = open_log(self.runtime_dir, f"pasta-{netns_pid}")
         argv = self.argv(netns_pid, self.fifo)
         log("pasta: " + " ".join(argv[1:]))
@@ -111,7 +118,14 @@ class PastaPlan(NetworkPlan):
             self.pid = spawn(argv, stdout=log_fd, stderr=log_fd)
         finally:
             os.close(log_fd)
-        pidfd = libc().pidfd_open(self.pid)
+        self.pidfd = libc().pidfd_open(self.pid)
+
+    def start(self, netns_pid: int, log: Any) -> None:
+        import select
+
+        if self.pid is None:
+            self.spawn(netns_pid, log)
+        fifo_fd, pidfd = self.fifo_fd, self.pidfd
         try:
             ready, _, _ = select.select([fifo_fd, pidfd], [], [], READY_TIMEOUT)
             ok = fifo_fd in ready and _read_nonblocking(fifo_fd).strip().isdigit()
@@ -121,11 +135,20 @@ class PastaPlan(NetworkPlan):
                 self.stop()
                 raise pasta_error(output, status is None)
         finally:
-            os.close(fifo_fd)
-            os.close(pidfd)
+            self._close_fds()
         log(f"pasta ready (pid {self.pid})")
 
+    def _close_fds(self) -> None:
+        for fd in (self.fifo_fd, self.pidfd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.fifo_fd = self.pidfd = None
+
     def stop(self) -> None:
+        self._close_fds()
         if self.pid is not None:
             reap(self.pid)
             self.pid = None

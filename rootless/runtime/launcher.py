@@ -220,7 +220,7 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
             dirs.remove()
         raise
     ns = k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWPID | k.CLONE_NEWCGROUP
-    if network.new_netns:
+    if network.new_netns and not network.early_start:
         ns |= k.CLONE_NEWNET
     return Prepared(spec=spec, cid=cid, dirs=dirs, setup=setup, mapping=mapping, helpers=helpers,
                     ns_flags=ns, network=network, image=source, cgroup=cgroup, paths=paths)
@@ -326,6 +326,12 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
                 os.close(ns_fd)
         else:
             unshare_user(lib)
+            if p.network.early_start:
+                # The new user namespace's creator holds every capability in it even before
+                # its maps exist: the network namespace can exist now, so the user-mode
+                # helper starts while the maps are written and PID 1 is set up.
+                step = "create the network namespace"
+                lib.unshare(k.CLONE_NEWNET)
         hchan.send("userns")
         go = hchan.recv()
         if not go or go.get("op") != "go":
@@ -397,6 +403,8 @@ class Session:
             raise SetupError("the helper process exited before creating the user namespace")
         self.log("helper in its user namespace")
         if self.p.network.join_userns is None:  # a joined namespace has its maps already
+            if self.p.network.early_start:
+                self.p.network.spawn(self.helper_pid, self.log)
             apply_mapping(self.helper_pid, self.p.mapping, self.p.helpers)
             self.log("id maps written")
         if self.p.cgroup is not None:
