@@ -206,3 +206,19 @@ def test_cgroup_of_a_sigkilled_rl_is_removed_by_the_next_run(rl, busybox_rootfs,
     assert r.returncode == 0, r.stderr
     assert not cg.exists()
     assert container_cgroups(delegated) == []
+
+
+def test_exec_joins_the_containers_cgroup_and_sees_its_limits(rl, busybox_rootfs, delegated):
+    r = rl("run", "-d", "--name", "limited", "--network", "none", "--pids-limit", "30",
+           "--rootfs", str(busybox_rootfs), "sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait")
+    assert r.returncode == 0, r.stderr
+    try:
+        e = rl("exec", "limited", "sh", "-c", "cat /proc/self/cgroup /sys/fs/cgroup/pids.max")
+        assert e.returncode == 0, e.stderr
+        assert e.stdout.split() == ["0::/", "30"], e.stdout
+        # The exec'd process counts against the container's limit, not the user's cgroup.
+        e = rl("exec", "limited", "sh", "-c", "cat /sys/fs/cgroup/pids.current")
+        assert int(e.stdout.strip()) >= 3, e.stdout
+    finally:
+        rl("rm", "-f", "limited")
+    wait_for(lambda: container_cgroups(delegated) == [], "the container's cgroup to go")
