@@ -185,12 +185,30 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
 
 # -- commands ------------------------------------------------------------------------------
 def pull_cmd(image: str, platform: str | None, tls_verify: bool | None, quiet: bool) -> str:
-    from rootless.image.pull import pull_image
+    import os
+
+    from rootless.errors import ImageError
+    from rootless.image.pull import pull_image, short_name_candidates
     from rootless.paths import Paths
 
     paths = Paths.from_env()
-    pulled = pull_image(image, paths=paths, platform=platform, tls_verify=tls_verify, quiet=quiet)
-    return pulled.id.split(":", 1)[-1]
+    names, insecure = [image], []
+    if os.path.exists(paths.config_file_path):
+        from rootless.config import load_config
+
+        config = load_config(paths)
+        names = short_name_candidates(image, config.search_registries)
+        insecure = list(config.insecure_registries)
+    last: ImageError | None = None
+    for name in names:  # podman's short-name search: the first registry that has it
+        try:
+            pulled = pull_image(name, paths=paths, platform=platform, tls_verify=tls_verify,
+                                quiet=quiet, insecure_registries=insecure)
+            return pulled.id.split(":", 1)[-1]
+        except ImageError as exc:
+            last = exc
+    assert last is not None
+    raise last
 
 
 def images_cmd(fmt: str | None, quiet: bool, all_: bool = False) -> list[str]:

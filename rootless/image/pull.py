@@ -264,6 +264,17 @@ def run_parallel(tasks: list[Callable[[], object]], workers: int) -> None:
         raise ImageError(first.get("message") or "unpacking a layer failed", first.get("hint"))
 
 
+def short_name_candidates(text: str, search: Sequence[str]) -> list[str]:
+    """podman's short-name search: a name whose first component is not a registry (no '.',
+    ':' or 'localhost', as docker decides) is tried in each search registry, in order."""
+    first, sep, _ = text.partition("/")
+    is_short = not sep or ("." not in first and ":" not in first and first != "localhost"
+                           and first == first.lower())
+    if not is_short or not search or list(search) == ["docker.io"]:
+        return [text]
+    return [f"{registry}/{text}" for registry in search]
+
+
 def ensure_image(
     ref_text: str,
     *,

@@ -62,22 +62,22 @@ def image_source(spec: RunSpec, paths: Paths, log: Any) -> RootfsSource:
     from rootless.image.store import Store
 
     store = Store(paths)
+    names = [spec.image]
+    insecure: list[str] = []
+    if os.path.exists(paths.config_file_path):
+        from rootless.config import load_config
+        from rootless.image.pull import short_name_candidates
+
+        config = load_config(paths)
+        insecure = list(config.insecure_registries)
+        names = short_name_candidates(spec.image, config.search_registries)
     image = None
     if spec.pull in ("missing", "never") and not spec.platform:
         # The common case: the image is here. Reading the store directly keeps the pull
         # machinery (HTTP client, threads) off the start-up path.
-        image = store.get_image(spec.image)
+        image = next((found for found in map(store.get_image, names) if found), None)
     if image is None:
-        from rootless.image.pull import ensure_image
-
-        insecure: list[str] = []
-        if os.path.exists(paths.config_file_path):
-            from rootless.config import load_config
-
-            insecure = list(load_config(paths).insecure_registries)
-        image = ensure_image(spec.image, paths=paths, store=store, pull_policy=spec.pull,
-                             platform=spec.platform, tls_verify=spec.tls_verify,
-                             quiet=spec.quiet, insecure_registries=insecure)
+        image = _pull_first(names, spec, paths, store, insecure)
     log(f"image {image.id[:19]} with {len(image.diff_ids)} layers")
     cfg = image_run_config(image.config)
     command = resolve_command(cfg, spec.entrypoint, list(spec.command))
@@ -93,3 +93,21 @@ def image_source(spec: RunSpec, paths: Paths, log: Any) -> RootfsSource:
         stop_signal=cfg.stop_signal,
         exposed_ports=list(cfg.exposed_ports),
     )
+
+
+def _pull_first(names: list[str], spec: RunSpec, paths: Paths, store: Any,
+                insecure: list[str]) -> Any:
+    """ensure_image for the first short-name candidate that a registry knows."""
+    from rootless.errors import ImageError
+    from rootless.image.pull import ensure_image
+
+    last: ImageError | None = None
+    for name in names:
+        try:
+            return ensure_image(name, paths=paths, store=store, pull_policy=spec.pull,
+                                platform=spec.platform, tls_verify=spec.tls_verify,
+                                quiet=spec.quiet, insecure_registries=insecure)
+        except ImageError as exc:  # not there (or not reachable): try the next registry
+            last = exc
+    assert last is not None
+    raise last

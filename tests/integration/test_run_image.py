@@ -126,3 +126,19 @@ def test_flattened_copy_fallback_when_overlay_is_refused(rl, image, busybox_root
     assert r.returncode == 0, r.stderr
     assert not (busybox_rootfs / "only-in-copy").exists()
     assert os.listdir(rl.data / "containers") == []
+
+
+def test_short_names_are_searched_in_the_configured_registries(rl, test_registry):
+    # config.toml's [registries] search list and insecure list reach rl run and rl pull.
+    config = rl.base / "config" / "rootless"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "config.toml").write_text(
+        "[registries]\n"
+        f'search = ["127.0.0.1:1", "{test_registry.url_host}"]\n'
+        f'insecure = ["127.0.0.1:1", "{test_registry.url_host}"]\n')
+    r = rl("run", "--rm", "--network", "none", "rltest/busybox", "echo", "found")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "found"
+    r = rl("pull", "-q", "rltest/nonroot")
+    assert r.returncode == 0, r.stderr
+    assert f"{test_registry.url_host}/rltest/nonroot" in rl("images").stdout

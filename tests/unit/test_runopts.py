@@ -120,3 +120,14 @@ def test_invalid_names(name):
 def test_invalid_values(flags):
     with pytest.raises(UsageError):
         build_run_spec(parse_run_args([*flags, "img"]), {}, environ={})
+
+
+def test_short_name_search():
+    from rootless.image.pull import short_name_candidates as cands
+
+    search = ["registry.example:5000", "docker.io"]
+    assert cands("alpine", search) == ["registry.example:5000/alpine", "docker.io/alpine"]
+    assert cands("team/app:1", search) == ["registry.example:5000/team/app:1", "docker.io/team/app:1"]
+    for full in ("quay.io/x/y", "localhost/app", "host:5000/app", "UPPER/app"):
+        assert cands(full, search) == [full]
+    assert cands("alpine", ["docker.io"]) == ["alpine"]
