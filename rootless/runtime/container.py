@@ -173,8 +173,13 @@ def mount_fuse_overlayfs(data: dict[str, Any], merged: str) -> bool:
                 if os.access(os.path.join(d, "fuse-overlayfs"), os.X_OK)), None)
     if exe is None:
         return False
-    lowers = ":".join(os.path.join(data["chdir"], d) for d in reversed(data["lowers"]))
-    options = f"lowerdir={lowers},upperdir={data['upper']},workdir={data['work']}"
+    # Paths relative to the layer store (the caller's working directory here): the daemon's
+    # command line is visible in the container's `ps`, and need not show the host's paths.
+    here = data["chdir"]
+    lowers = ":".join(os.path.relpath(os.path.join(here, d), here) for d in reversed(data["lowers"]))
+    upper, work = os.path.relpath(data["upper"], here), os.path.relpath(data["work"], here)
+    merged = os.path.relpath(merged, here)
+    options = f"lowerdir={lowers},upperdir={upper},workdir={work}"
     try:
         # Its stdio is /dev/null: a daemon holding the caller's pipes would keep a reader of
         # `rl run`'s output waiting after the container ended.
