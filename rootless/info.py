@@ -9,25 +9,18 @@ import sys
 from typing import Any
 
 from rootless import __version__
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError:
-        return ""
+from rootless.fileio import read_or_empty
 
 
 def _os_name() -> str:
-    for line in _read("/etc/os-release").splitlines():
+    for line in read_or_empty("/etc/os-release").splitlines():
         if line.startswith("PRETTY_NAME="):
             return line.partition("=")[2].strip().strip('"')
     return "unknown"
 
 
 def _memory() -> int | None:
-    for line in _read("/proc/meminfo").splitlines():
+    for line in read_or_empty("/proc/meminfo").splitlines():
         if line.startswith("MemTotal:"):
             return int(line.split()[1]) * 1024
     return None
@@ -50,7 +43,7 @@ def gather(env: dict[str, str] | None = None) -> dict[str, Any]:
 
     host = Host(env)
     paths = host.paths
-    mountinfo = _read("/proc/self/mountinfo")
+    mountinfo = read_or_empty("/proc/self/mountinfo")
     uid_file = host.env.get("RL_SUBUID_FILE", "/etc/subuid")
     gid_file = host.env.get("RL_SUBGID_FILE", "/etc/subgid")
     try:
@@ -71,13 +64,13 @@ def gather(env: dict[str, str] | None = None) -> dict[str, Any]:
     except idmap.IdMapError as exc:
         idmaps = {"mode": "unavailable", "error": str(exc)}
     mount = cgroup2_mount(mountinfo)
-    own = own_cgroup(_read("/proc/self/cgroup"))
+    own = own_cgroup(read_or_empty("/proc/self/cgroup"))
     cgroups: dict[str, Any] = {"version": "none"}
     if mount and own is not None:
         hybrid = any(" - cgroup " in line for line in mountinfo.splitlines())
         directory = cgroup_dir(mount, own)
         cgroups = {"version": "hybrid" if hybrid else "v2", "mount": mount[0], "path": own,
-                   "controllers": _read(f"{directory}/cgroup.controllers").split(),
+                   "controllers": read_or_empty(f"{directory}/cgroup.controllers").split(),
                    "writable": os.access(directory, os.W_OK)}
     network = {}
     for name in ("pasta", "slirp4netns"):

@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rootless.errors import RlError, StateError, UsageError
+from rootless.fileio import read_or_empty
 from rootless.paths import Paths
 from rootless.runtime import state as st
 from rootless.runtime.state import Container
@@ -546,17 +547,17 @@ def top_output(c: Container) -> str:
     uid_map = _read_map(f"/proc/{pid1}/uid_map")
     users = _passwd(pid1)
     ticks = os.sysconf("SC_CLK_TCK")
-    uptime = float(_read("/proc/uptime").split()[0])
+    uptime = float(read_or_empty("/proc/uptime").split()[0])
     rows = [["USER", "PID", "PPID", "%CPU", "ELAPSED", "TTY", "TIME", "COMMAND"]]
     for name in sorted((n for n in os.listdir("/proc") if n.isdigit()), key=int):
         try:
             if os.stat(f"/proc/{name}/ns/pid").st_ino != target:
                 continue
-            status = dict(line.split(":\t", 1) for line in _read(f"/proc/{name}/status").splitlines()
+            status = dict(line.split(":\t", 1) for line in read_or_empty(f"/proc/{name}/status").splitlines()
                           if ":\t" in line)
-            stat = _read(f"/proc/{name}/stat")
+            stat = read_or_empty(f"/proc/{name}/stat")
             fields = stat[stat.rfind(")") + 2:].split()
-            args = _read(f"/proc/{name}/cmdline").replace("\0", " ").strip()
+            args = read_or_empty(f"/proc/{name}/cmdline").replace("\0", " ").strip()
         except OSError:
             continue
         if not stat:
@@ -582,7 +583,7 @@ def _container_pid(host_pid: int, pidns: int) -> str:
             return "0"
     except OSError:
         return "0"
-    m = re.search(r"^NSpid:\s*(.*)$", _read(f"/proc/{host_pid}/status"), re.M)
+    m = re.search(r"^NSpid:\s*(.*)$", read_or_empty(f"/proc/{host_pid}/status"), re.M)
     return m.group(1).split()[-1] if m else "0"
 
 
@@ -591,17 +592,10 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}h{s // 60 % 60}m{s % 60}s" if s >= 3600 else f"{s // 60}m{seconds % 60:.6f}s"
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
-
 
 def _read_map(path: str) -> list[tuple[int, int, int]]:
     out = []
-    for line in _read(path).splitlines():
+    for line in read_or_empty(path).splitlines():
         parts = line.split()
         if len(parts) == 3:
             out.append((int(parts[0]), int(parts[1]), int(parts[2])))
@@ -617,7 +611,7 @@ def _to_container(host: int, mapping: list[tuple[int, int, int]]) -> int:
 
 def _passwd(pid1: int) -> dict[int, str]:
     out: dict[int, str] = {}
-    for line in _read(f"/proc/{pid1}/root/etc/passwd").splitlines():
+    for line in read_or_empty(f"/proc/{pid1}/root/etc/passwd").splitlines():
         parts = line.split(":")
         if len(parts) > 2 and parts[2].isdigit():
             out.setdefault(int(parts[2]), parts[0])

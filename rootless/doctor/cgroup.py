@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from rootless.doctor import OK, WARNING, Check, Host
+from rootless.fileio import read_or_empty
 
 WANTED = ("cpu", "cpuset", "io", "memory", "pids")
 DELEGATE_FIX = (
@@ -24,22 +25,15 @@ UNIFIED_FIX = ("boot with the unified cgroup v2 hierarchy: add systemd.unified_c
                "to GRUB_CMDLINE_LINUX in /etc/default/grub, run sudo update-grub, reboot")
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError:
-        return ""
-
 
 def check_cgroups(host: Host) -> list[Check]:
     from rootless.cgroups.plan import cgroup2_mount, cgroup_dir, own_cgroup
 
     proc = host.proc_root
-    mountinfo = _read(f"{proc}/self/mountinfo")
+    mountinfo = read_or_empty(f"{proc}/self/mountinfo")
     mount = cgroup2_mount(mountinfo)
     v1 = any(" - cgroup " in line for line in mountinfo.splitlines())
-    own = own_cgroup(_read(f"{proc}/self/cgroup"))
+    own = own_cgroup(read_or_empty(f"{proc}/self/cgroup"))
     if mount is None or own is None:
         return [Check("cgroups", "cgroup version", WARNING,
                       "no cgroup v2 hierarchy: resource limits cannot be applied", UNIFIED_FIX),
@@ -53,7 +47,7 @@ def check_cgroups(host: Host) -> list[Check]:
     checks = [Check("cgroups", "cgroup version", OK if not v1 else WARNING,
                     f"{version}; your cgroup is {own}",
                     UNIFIED_FIX if v1 else "")]
-    available = _read(f"{directory}/cgroup.controllers").split()
+    available = read_or_empty(f"{directory}/cgroup.controllers").split()
     writable = os.access(directory, os.W_OK) and os.access(f"{directory}/cgroup.procs", os.W_OK)
     missing = [c for c in WANTED if c not in available]
     if not writable:

@@ -27,6 +27,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from rootless.errors import CommandError, SetupError, StateError, describe_oserror
+from rootless.fileio import read_or_empty
 from rootless.kernel import constants as k
 from rootless.kernel import libc
 from rootless.runtime import container as container_mod
@@ -70,7 +71,7 @@ def exec_in(c: Container, opts: ExecOptions) -> int:
         env.setdefault("TERM", "xterm")
     workdir = opts.workdir or c.config.get("workdir")
     user_spec = opts.user or c.config.get("user")
-    single = _read(f"/proc/{pid1}/setgroups").strip() == "deny"
+    single = read_or_empty(f"/proc/{pid1}/setgroups").strip() == "deny"
     fds = open_namespaces(pid1)
     try:
         if not alive(pid1, started):
@@ -131,42 +132,21 @@ def join_cgroup(pid: int) -> None:
     """Move into the cgroup v2 of PID 1, so the container's limits apply to the new process.
     A cgroup rl created (rl-<id>-...) must be joined; anything else (no delegation, v1 hosts)
     is left as it is."""
-    theirs = _cgroup_path(f"/proc/{pid}/cgroup")
-    if theirs is None or theirs == _cgroup_path("/proc/self/cgroup"):
+    from rootless.cgroups.plan import cgroup2_mount, cgroup_dir, own_cgroup
+
+    theirs = own_cgroup(read_or_empty(f"/proc/{pid}/cgroup"))
+    if theirs is None or theirs == own_cgroup(read_or_empty("/proc/self/cgroup")):
         return
-    mount = _cgroup2_mount()
+    mount = cgroup2_mount(read_or_empty("/proc/self/mountinfo"))
     if mount is None:
         return
-    procs = f"{mount}{theirs}/cgroup.procs"
+    procs = f"{cgroup_dir(mount, theirs)}/cgroup.procs"
     try:
         with open(procs, "w") as f:
             f.write(str(os.getpid()))
     except OSError as exc:
         if "/rl-" in theirs:
             raise SetupError(describe_oserror(f"joining the container's cgroup {procs}", exc)) from None
-
-
-def _cgroup_path(proc_file: str) -> str | None:
-    for line in _read(proc_file).splitlines():
-        if line.startswith("0::"):
-            return line[3:]
-    return None
-
-
-def _cgroup2_mount() -> str | None:
-    for line in _read("/proc/self/mountinfo").splitlines():
-        left, _, right = line.partition(" - ")
-        if right.split(" ", 1)[0] == "cgroup2":
-            return left.split()[4]
-    return None
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def run_child(opts: ExecOptions, env: dict[str, str], workdir: str | None, user_spec: str | None,

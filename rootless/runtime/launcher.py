@@ -33,6 +33,7 @@ import sys
 import time
 
 from rootless.errors import RlError, SetupError, UsageError
+from rootless.fileio import read_or_empty
 from rootless.kernel import constants as k
 from rootless.kernel import libc
 from rootless.paths import Paths
@@ -129,7 +130,7 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
         network = plan_network(spec, source.exposed_ports or [], hostname)
         etc_files = {"/etc/hostname": dirs.write_file("hostname", hostname + "\n")}
         if network.mode == "host":
-            etc_files["/etc/hosts"] = dirs.write_file("hosts", _read_or_empty("/etc/hosts"))
+            etc_files["/etc/hosts"] = dirs.write_file("hosts", read_or_empty("/etc/hosts"))
         elif not spec.no_hosts:
             etc_files["/etc/hosts"] = dirs.write_file(
                 "hosts", hosts_file(hostname, spec.name, _parse_add_hosts(spec.add_hosts),
@@ -245,14 +246,6 @@ def resolv_conf(spec: RunSpec, network: Any) -> str:
             lines.append("options " + " ".join(spec.dns_options))
         text = "\n".join(lines) + "\n"
     return text
-
-
-def _read_or_empty(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def _parse_add_hosts(entries: list[str]) -> list[tuple[str, str]]:

@@ -14,6 +14,7 @@ import json
 import os
 
 from rootless.errors import SetupError, describe_oserror
+from rootless.fileio import read_or_empty
 
 # typing is imported for annotations only: importing it costs ~4 ms of `rl run`'s start-up.
 TYPE_CHECKING = False
@@ -138,8 +139,4 @@ def hosts_file(hostname: str, name: str | None, extra: list[tuple[str, str]], ho
 
 
 def host_resolv_conf(path: str = "/etc/resolv.conf") -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
+    return read_or_empty(path)
