@@ -141,13 +141,20 @@ def descriptor_from_json(data: object, where: str) -> Descriptor:
     )
 
 
-def _load_json(body: bytes, media_type: str, where: str) -> dict[str, Any]:
+def _json_object(body: bytes, prefix: str) -> dict[str, Any]:
+    """A JSON object from a registry, or ImageError "<prefix>not valid JSON" / "not a JSON
+    object" (a hostile or broken registry may send anything)."""
     try:
         data = json.loads(body)
     except ValueError as exc:
-        raise ImageError(f"{where}: not valid JSON: {exc}") from None
+        raise ImageError(f"{prefix}not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ImageError(f"{where}: not a JSON object")
+        raise ImageError(f"{prefix}not a JSON object")
+    return data
+
+
+def _load_json(body: bytes, media_type: str, where: str) -> dict[str, Any]:
+    data = _json_object(body, f"{where}: ")
     declared = data.get("mediaType")
     if declared is not None and declared != media_type:
         raise ImageError(f"{where}: served as {media_type} but declares mediaType {declared}")
@@ -235,12 +242,7 @@ def select_platform(descriptors: list[Descriptor], wanted: Platform, where: str)
 
 def validate_config(config: bytes, layer_count: int, where: str) -> dict[str, Any]:
     """The parsed image config, refused unless rootfs.diff_ids has one entry per layer."""
-    try:
-        data = json.loads(config)
-    except ValueError as exc:
-        raise ImageError(f"{where}: the image config is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ImageError(f"{where}: the image config is not a JSON object")
+    data = _json_object(config, f"{where}: the image config is ")
     rootfs = data.get("rootfs")
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if not isinstance(diff_ids, list):
