@@ -9,6 +9,8 @@
 # As a normal user: makes a venv in .venv-test and runs pytest, saying what is missing.
 #
 # Extra arguments go to pytest (e.g. scripts/test.sh -k exit_code).
+# RL_TEST_BASE (as root; default /var/tmp/rl-test) is where the copy, the venv and pytest's
+# temporary directories go, so that two checkouts can run their tests side by side.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,6 +20,7 @@ packages=(
     docker-registry apache2-utils openssl
     slirp4netns passt iperf3 dnsmasq-base iproute2
     fuse-overlayfs fuse3 libseccomp2 user-mode-linux kmod procps util-linux
+    podman runc
 )
 
 say() { printf 'test.sh: %s\n' "$*" >&2; }
@@ -75,9 +78,17 @@ if [ "$(id -u)" = 0 ]; then
     udev_like_devices
     make_test_user
     uid=$(id -u "$test_user")
-    base=/var/tmp/rl-test
+    base=${RL_TEST_BASE:-/var/tmp/rl-test}
     mkdir -p "$base"
     chmod 0755 "$base"
+    # With RL_TEST_BASE, pytest's temporary root too, one per base: concurrent sessions of one
+    # user must not clean up each other's numbered directories. Short, and outside /var/tmp
+    # (the VM covers it): sockets live below it and a socket path has at most 107 bytes.
+    temproot=/tmp
+    if [ -n "${RL_TEST_BASE:-}" ]; then
+        temproot=/tmp/rlt-$(basename "$base")
+        install -d -m 0700 -o "$test_user" -g "$(id -g "$test_user")" "$temproot"
+    fi
     copy_checkout "$base/src"
     if [ ! -x "$base/venv/bin/python" ]; then
         /usr/bin/python3 -m venv "$base/venv"
@@ -97,7 +108,7 @@ if [ "$(id -u)" = 0 ]; then
         USER="$test_user" LOGNAME="$test_user" \
         XDG_RUNTIME_DIR="/run/user/$uid" \
         PATH="$base/venv/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" \
-        LANG=C.UTF-8 CI="${CI:-}" RL_TEST_SOURCE="$here" \
+        LANG=C.UTF-8 CI="${CI:-}" RL_TEST_SOURCE="$here" PYTEST_DEBUG_TEMPROOT="$temproot" \
         "$base/venv/bin/python" -m pytest -p no:cacheprovider -ra "$@"
     status=$?
     set -e
