@@ -154,6 +154,8 @@ def _wait_owner_or_kill(owner: int | None, owner_start: int | None) -> None:
 
 
 def remove_container(paths: Paths, c: Container, force: bool) -> None:
+    from rootless.runtime.sweep import remove_files
+
     with st.container_lock(paths, c.cid):
         c = _refresh(paths, c)
         if c.running:
@@ -167,56 +169,7 @@ def remove_container(paths: Paths, c: Container, force: bool) -> None:
             _wait_owner_or_kill(c.state.get("owner"), c.state.get("owner_start"))
         elif c.stale:
             st.repair(paths, c)
-        remove_storage(paths, c)
-        st.remove_runtime(paths, c.cid)
-        st.release_name(paths, c.name or None, c.cid)
-
-
-def remove_storage(paths: Paths, c: Container) -> None:
-    """Rename the storage out of the listing first (atomic: the container is gone for every
-    reader at once), then delete it; files of subordinate ids are deleted as root of a user
-    namespace with the container's own mapping."""
-    src = f"{paths.containers}/{c.cid}"
-    doomed = f"{paths.containers}/.removing-{c.cid}"
-    try:
-        os.rename(src, doomed)
-    except FileNotFoundError:
-        return
-    _delete_tree(doomed, c.config)
-
-
-def _delete_tree(path: str, config: dict[str, Any]) -> None:
-    import shutil
-
-    try:
-        shutil.rmtree(path)
-        return
-    except PermissionError:
-        pass
-    except FileNotFoundError:
-        return
-    from rootless.runtime.storage import remove_tree_as_root
-    from rootless.runtime.userns import default_mapping, run_in_userns
-
-    spec = config.get("spec") or {}
-    mapping, helpers = default_mapping(spec.get("userns") or "", spec.get("uidmaps") or [],
-                                       spec.get("gidmaps") or [])
-    run_in_userns(lambda: remove_tree_as_root(path), mapping=mapping, helpers=helpers,
-                  name="rl:[rm]")
-
-
-def clean_leftovers(paths: Paths) -> None:
-    """Storage of removals that were interrupted (.removing-*)."""
-    try:
-        names = os.listdir(paths.containers)
-    except OSError:
-        return
-    for name in names:
-        if name.startswith(".removing-"):
-            try:
-                _delete_tree(f"{paths.containers}/{name}", {})
-            except RlError:
-                pass
+        remove_files(paths, c)
 
 
 def wait_exit(paths: Paths, c: Container) -> int | None:
@@ -227,21 +180,15 @@ def wait_exit(paths: Paths, c: Container) -> int | None:
         wait_for_process(c.state.get("owner"), c.state.get("owner_start"), None)
 
 
-def repair_all(paths: Paths, containers: list[Container]) -> list[Container]:
-    """Stale records become "exited"; --rm containers whose owner died are removed, as
-    their owner would have done."""
-    out = []
-    for c in containers:
-        if c.stale:
-            st.repair(paths, c)
-            if (c.config.get("spec") or {}).get("remove"):
-                try:
-                    remove_container(paths, c, force=True)
-                    continue
-                except RlError:
-                    pass
-        out.append(c)
-    return out
+def listing(paths: Paths) -> list[Container]:
+    """Every container, after the clean-up any reader does: dead `--rm` containers are
+    removed, stale records repaired, and what dead runs left behind is swept
+    (rootless.runtime.sweep)."""
+    from rootless.runtime.sweep import remove_dead_rm_containers, sweep
+
+    containers = st.list_containers(paths)
+    sweep(paths, {c.cid for c in containers})
+    return remove_dead_rm_containers(paths, containers)
 
 
 # -- presenting ------------------------------------------------------------------------------
@@ -276,7 +223,10 @@ def human_duration(seconds: float) -> str:
 
 def status_text(c: Container, now: float) -> str:
     if c.running:
-        return "Up " + human_duration(now - float(c.state.get("started") or now))
+        up = "Up " + human_duration(now - float(c.state.get("started") or now))
+        # Its network helper died (rootless.runtime.launcher.NetworkWatch): say so where
+        # podman puts a health check's verdict.
+        return up + " (no network)" if c.state.get("network_lost") else up
     if c.status == "created":
         return "Created"
     code = c.exit_code
@@ -359,7 +309,7 @@ def inspect_record(paths: Paths, c: Container) -> dict[str, Any]:
             "Status": c.status, "Running": c.running, "Paused": False, "Restarting": False,
             "OOMKilled": False, "Dead": False, "Pid": c.pid,
             "ExitCode": _exit_code(c),
-            "Error": c.state.get("error") or "",
+            "Error": "; ".join(filter(None, [c.state.get("error"), *c.state.get("problems", [])])),
             "StartedAt": _iso(c.state.get("started")), "FinishedAt": _iso(c.state.get("finished")),
         },
         "Image": (cfg.get("image_id") or "").removeprefix("sha256:"),
@@ -502,7 +452,7 @@ def _label_matches(labels: dict[str, str], want: str) -> bool:
 
 def ps_output(paths: Paths, all_: bool, quiet: bool, fmt: str | None, filters: list[str],
               no_trunc: bool, last: int | None = None) -> str:
-    containers = repair_all(paths, st.list_containers(paths))
+    containers = listing(paths)
     now = time.time()
     records = [ps_record(c, now) for c in containers]
     if not all_ and not any(f.startswith("status=") for f in filters):
@@ -861,7 +811,10 @@ def register(app: typer.Typer) -> None:
             return ref
 
         _each(refs, act_rm, exit_code=1)
-        clean_leftovers(paths)
+        if all_:
+            from rootless.runtime.sweep import sweep
+
+            sweep(paths)
 
     def start(
         refs: list[str] = refs_arg,
@@ -1017,13 +970,12 @@ def _existing(paths: Paths, refs: list[str]) -> list[str]:
 
 def prune_containers(paths: Paths) -> list[str]:
     removed = []
-    for c in repair_all(paths, st.list_containers(paths)):
-        if c.running:
-            continue
+    for c in listing(paths):
+        if c.running or (st.in_creation(c.state) and not c.stale):
+            continue  # running, or being created by a live `rl run`
         try:
             remove_container(paths, c, force=False)
             removed.append(c.cid)
         except RlError:
             continue  # started meanwhile
-    clean_leftovers(paths)
     return removed

@@ -35,7 +35,6 @@ def run_init(command: list[str], env: dict[str, str], chan: Any, tty: bool) -> N
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_DFL)
         exec_command(command, env, chan)
-    chan.close()
     libc().set_name("rl:[init]")
 
     def forward(signum: int, _frame: Any) -> None:
@@ -46,6 +45,9 @@ def run_init(command: list[str], env: dict[str, str], chan: Any, tty: bool) -> N
 
     for sig in FORWARDED:
         signal.signal(sig, forward)
+    # Only now: the launcher reads end-of-file on the channel as "the command runs" and sends
+    # signals from then on; PID 1 without its handlers would drop them (pid_namespaces(7)).
+    chan.close()
     if tty:
         signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     while True:

@@ -1,0 +1,147 @@
+"""Signals to `rl run` before and while its container runs.
+
+The rule: a signal that rl forwards to a running container (proc.FORWARDED) ends a run whose
+command has not started yet — rl stops the start-up, cleans up, says `Error: interrupted` and
+exits 128+N, the status a shell shows for a process killed by signal N — and once the command
+runs, the container gets it (podman's --sig-proxy). No signal is lost in between and none kills
+rl before its clean-up:
+
+  from `rl run`'s first line   raise_on_signals(): the handler raises Interrupted wherever
+                               planning is (resolving or pulling the image; like ^C's
+                               KeyboardInterrupt), so the code that planned unwinds through
+                               its own clean-up
+  from the first file of the   defer(): blocked, so pending in the kernel; nothing can raise
+  container                    between two steps whose clean-up depends on both (the name
+                               claimed, the variable that names it not yet set)
+  from the fork of the helper  SignalQueue, then unblock(): handlers only record the signal
+                               and wake the launcher's select loop (set_wakeup_fd), which
+                               decides between the steps: stop the start-up, forward it to
+                               PID 1, or resize the pty (SIGWINCH)
+
+For `rl run -d` the monitor owns the queue and `rl run -d` relays what it receives into it
+through a pipe (rootless.runtime.monitor).
+
+podman, for comparison (4.3, measured): a SIGTERM or SIGHUP during its set-up kills it (the
+shell sees 143/129) or ends it with 0 or 1, leaving the container "Created"; later ones reach
+the container. rl keeps the outcome a shell expects and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from rootless.runtime.proc import FORWARDED
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+# The forwarded signals whose default action ends a process (all but SIGWINCH).
+STOPPING = tuple(s for s in FORWARDED if s != signal.SIGWINCH)
+
+
+class Interrupted(BaseException):
+    """A signal ended the run before its command started. A BaseException, as
+    KeyboardInterrupt: set-up code that catches Exception must not swallow it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+    @property
+    def message(self) -> str:
+        if self.signum == signal.SIGINT:
+            return "interrupted"
+        return f"interrupted by {signal.Signals(self.signum).name}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def raise_on_signals() -> None:
+    """Make the stopping signals raise Interrupted in the main thread. Once: the clean-up that
+    the first one starts must not be cut short by a second."""
+
+    def stop(signum: int, _frame: Any) -> None:
+        hold_signals()
+        raise Interrupted(signum)
+
+    for sig in STOPPING:
+        signal.signal(sig, stop)
+
+
+def defer() -> None:
+    """Block the stopping signals: from the first file of a container to the moment the
+    signal queue exists, a signal waits (pending in the kernel) instead of raising in the
+    middle of a step whose half-done state the clean-up could not see. unblock() delivers it,
+    to whichever handler is installed by then."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING)
+
+
+def unblock() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING)
+
+
+def hold_signals() -> None:
+    """From here to the exit, the stopping signals change nothing (the run is over)."""
+    for sig in STOPPING:
+        signal.signal(sig, _hold)
+
+
+def _hold(_signum: int, _frame: Any) -> None:
+    """Not SIG_IGN: an ignored disposition would survive execve into a container's command."""
+
+
+class SignalQueue:
+    """The forwarded signals, recorded by their handlers and read by a select loop (the wake
+    pipe of signal.set_wakeup_fd). `relay`: a pipe on which another process (`rl run -d`,
+    waiting for its container to start) writes the numbers of the signals it received."""
+
+    def __init__(self, relay: int | None = None) -> None:
+        self.pending: list[int] = []
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.relay = relay
+        if relay is not None:
+            os.set_blocking(relay, False)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        for sig in FORWARDED:
+            signal.signal(sig, self._record)
+
+    def _record(self, signum: int, _frame: Any) -> None:
+        self.pending.append(signum)
+
+    def fds(self) -> list[int]:
+        return [self.wake_r] if self.relay is None else [self.wake_r, self.relay]
+
+    def take(self) -> list[int]:
+        """The signals received since the last call, oldest first."""
+        drain(self.wake_r)
+        if self.relay is not None:
+            try:
+                data = os.read(self.relay, 64)
+            except BlockingIOError:
+                data = None
+            if data == b"":  # the relaying process is gone
+                os.close(self.relay)
+                self.relay = None
+            elif data:
+                self.pending.extend(b for b in data if b in FORWARDED)
+        taken, self.pending = self.pending, []
+        return taken
+
+    def close_in_child(self) -> None:
+        """In a forked child that must not feed this queue (the -d logger)."""
+        signal.set_wakeup_fd(-1)
+        for sig in FORWARDED:
+            signal.signal(sig, signal.SIG_DFL)
+
+
+def drain(fd: int) -> None:
+    """Empty a non-blocking wake pipe."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
