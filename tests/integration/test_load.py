@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need_tool
-from tests.integration.test_faults import leftovers, settle
+from tests.integration.test_faults import settle
 
 pytestmark = pytest.mark.integration
 
