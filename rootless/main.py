@@ -17,8 +17,13 @@ def main(argv: list[str] | None = None) -> int:
             # machines): the container is gone and every file rl wrote is closed.
             try:
                 sys.stdout.flush()
-            except OSError:
-                pass
+            except BrokenPipeError:
+                pass  # the reader left (`rl run ... | head`), as in a shell pipeline
+            except OSError as exc:
+                from rootless.errors import describe_oserror
+
+                sys.stderr.write(f"Error: {describe_oserror('writing the output', exc)}\n")
+                code = code or 125
             sys.stderr.flush()
             os._exit(code)
         return code

@@ -48,7 +48,7 @@ def resolve(paths: Paths, ref: str, exit_code: int = 125) -> Container:
     if re.fullmatch(r"[0-9a-f]{1,63}", ref):
         try:
             matches = [n for n in os.listdir(paths.containers) if n.startswith(ref)]
-        except OSError:
+        except FileNotFoundError:  # no container was ever made
             matches = []
         found = [c for c in (st.load(paths, m, boot) for m in matches) if c is not None]
         if len(found) == 1:
@@ -78,8 +78,8 @@ def wait_for_process(pid: int | None, started: int | None, timeout: float | None
     assert pid is not None
     try:
         fd = libc().pidfd_open(pid)
-    except OSError:
-        return True
+    except ProcessLookupError:
+        return True  # gone between the check and the open
     try:
         if not st.alive(pid, started):  # the pid was reused before pidfd_open
             return True
@@ -99,8 +99,8 @@ def signal_pid1(c: Container, sig: int) -> None:
         return
     try:
         fd = libc().pidfd_open(int(pid))  # type: ignore[arg-type]
-    except OSError:
-        return
+    except ProcessLookupError:
+        return  # gone between the check and the open
     try:
         if st.alive(pid, started):
             libc().pidfd_send_signal(fd, sig)
@@ -117,8 +117,8 @@ def _mark_stopping(paths: Paths, c: Container) -> None:
     try:
         with open(f"{st.runtime_dir(paths, c.cid)}/{STOP_MARKER}", "w"):
             pass
-    except OSError:
-        pass
+    except FileNotFoundError:
+        pass  # no runtime directory: it never ran in this boot, nothing to restart
 
 
 def stop_container(paths: Paths, c: Container, timeout: float | None) -> None:
@@ -148,8 +148,8 @@ def _wait_owner_or_kill(owner: int | None, owner_start: int | None) -> None:
         # state reads "exited, status unknown".
         try:
             os.kill(owner, 9)
-        except OSError:
-            pass
+        except ProcessLookupError:
+            pass  # it ended after all
         wait_for_process(owner, owner_start, STOP_WAIT_AFTER_KILL)
 
 
@@ -295,8 +295,8 @@ def inspect_record(paths: Paths, c: Container) -> dict[str, Any]:
     try:
         with open(f"{st.runtime_dir(paths, c.cid)}/restarts") as f:
             restarts = int(f.read() or 0)
-    except (OSError, ValueError):
-        pass
+    except FileNotFoundError:
+        pass  # never restarted
     mounts = [{"Type": v.get("kind"), "Source": v.get("source") or "", "Destination": v.get("destination"),
                "RW": not v.get("readonly"), "Options": (v.get("options") or "").split(",") if v.get("options") else []}
               for v in spec.get("volumes") or []]

@@ -759,5 +759,6 @@ def cleanup(p: Prepared, log: Log, exit_code: int | None) -> None:
         run_in_userns(lambda: remove_tree_as_root(root), mapping=p.mapping, helpers=p.helpers,
                       name="rl:[cleanup]")
     except RlError as exc:
-        log(f"cleanup of {root} failed: {exc}")
+        # Not silent: the storage stays (without its config: `rl ps`/`rl system prune` sweep it).
+        notice(f"rl: removing the container's storage {root}: {exc}")
 

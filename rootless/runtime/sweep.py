@@ -100,8 +100,9 @@ def remove_dead_rm_containers(paths: Any, containers: list[Container]) -> list[C
                 try:
                     if remove_dead(paths, c):
                         continue
-                except RlError:
-                    pass  # its files stay; the container stays listed for `rl rm`
+                except RlError as exc:
+                    # Its files stay; the container stays listed for `rl rm`.
+                    _warn(c.cid[:12], exc.message)
             else:
                 st.repair(paths, c)
         out.append(c)
@@ -142,17 +143,20 @@ def _listdir(path: str) -> list[str]:
 
 
 def _try(what: str, fn: Any, *args: Any) -> None:
-    import sys
-
     from rootless.errors import describe_oserror
 
     try:
         fn(*args)
     except RlError as exc:
-        sys.stderr.write(f"rl: leaving {what} for later: {exc.message}\n")
+        _warn(what, exc.message)
     except OSError as exc:
-        sys.stderr.write(f"rl: leaving {what} for later: "
-                         f"{describe_oserror(f'removing {exc.filename or what}', exc)}\n")
+        _warn(what, describe_oserror(f"removing {exc.filename or what}", exc))
+
+
+def _warn(what: str, why: str) -> None:
+    import sys
+
+    sys.stderr.write(f"rl: leaving {what} for later: {why}\n")
 
 
 def _orphan(paths: Any, cid: str) -> bool:
