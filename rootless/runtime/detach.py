@@ -75,10 +75,20 @@ def start_existing(paths: Any, cid: str, config: dict[str, Any], attach: bool = 
             return run(spec.replace(detach=False), paths, existing=cid)
         except Interrupted as exc:
             raise RlError(exc.message, exit_code=exc.exit_code) from None
-    log = Log(spec.log_level)
-    cap, policy = check_lifecycle_options(spec)
-    prepared = prepare(spec, paths, log, existing=cid)
+    import signal
+
+    from rootless.runtime.interrupt import STOPPING
     from rootless.runtime.monitor import spawn_monitor
 
-    spawn_monitor(prepared, paths, log, cap, policy)
+    log = Log(spec.log_level)
+    cap, policy = check_lifecycle_options(spec)
+    # spawn_monitor relays, then holds, this process's signals: `rl start A B` gets its own
+    # back for the next container (and for itself).
+    saved = {sig: signal.getsignal(sig) for sig in STOPPING}
+    prepared = prepare(spec, paths, log, existing=cid)
+    try:
+        spawn_monitor(prepared, paths, log, cap, policy)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
     return 0

@@ -72,7 +72,7 @@ def spawn_monitor(p: Any, paths: Any, log: Any, cap: int | None, policy: Restart
     """Start the container under a monitor; return once its command runs (or raise the error
     that kept it from running, with the command's 125/126/127, or 128+N when a signal to this
     process stopped the start-up)."""
-    from rootless.runtime.interrupt import STOPPING, unblock
+    from rootless.runtime.interrupt import STOPPING, hold_signals, unblock
 
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     # Signals this process receives until the verdict go to the monitor's queue: the
@@ -125,6 +125,9 @@ def spawn_monitor(p: Any, paths: Any, log: Any, cap: int | None, policy: Restart
     # write end for as long as the container runs.
     raw = os.read(read_fd, 4096)
     os.close(read_fd)
+    # The verdict is in: what this process receives from now on is not the container's.
+    hold_signals()
+    os.close(relay_w)
     msg = json.loads(raw) if raw else None
     if msg is None:
         raise SetupError(f"the monitor of container {p.cid[:12]} exited before the container "

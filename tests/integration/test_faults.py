@@ -184,3 +184,30 @@ def test_signals_during_start_up_end_the_run_cleanly_and_are_never_lost(rl, bb, 
             assert "Traceback" not in err, err
         assert took < 4, (i, delay, sig.name, "the signal was lost", err)
         assert settle(rl, marker) == [], (i, delay, sig.name, err)
+
+
+def test_signals_to_run_d_before_its_verdict_stop_the_start_up(rl, bb):
+    """Items 3 and 4 for `rl run -d`: a signal before the container's command runs is relayed
+    to the monitor, which stops the start-up: 128+N and nothing left, as in the foreground.
+    After the verdict `rl run -d` has printed the id and the container runs."""
+    marker = str(rl.base)
+    outcomes = set()
+    for i, delay in enumerate(delays(16, 0.15, seed=4)):
+        proc = subprocess.Popen(bb(["-d", "--rm", "--network", "none"], "sleep", "30"),
+                                env=rl.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        if python_was_starting(proc.returncode, signal.SIGTERM, err):
+            outcomes.add("python")
+        elif proc.returncode == 0:
+            outcomes.add("started")
+            assert len(out.strip()) == 64, (i, delay, out, err)
+            assert rl("rm", "-f", out.strip()).returncode == 0
+        else:
+            outcomes.add("stopped")
+            assert proc.returncode == 143 and "interrupted by SIGTERM" in err, (i, delay, err)
+            assert "Traceback" not in err, err
+        assert settle(rl, marker) == [], (i, delay, proc.returncode, err)
+    assert "stopped" in outcomes, outcomes  # the delays reach into the start-up
