@@ -10,13 +10,18 @@ rl before its clean-up:
                                planning is (resolving or pulling the image; like ^C's
                                KeyboardInterrupt), so the code that planned unwinds through
                                its own clean-up
-  from the first file of the   defer(): blocked, so pending in the kernel; nothing can raise
-  container                    between two steps whose clean-up depends on both (the name
-                               claimed, the variable that names it not yet set)
+  around a step and the        defer() ... unblock(): blocked, so pending in the kernel, and
+  variable that records it     raised right after (the runtime record and its lock's fd; the
+                               name claimed and the spec that names it); and from the end of
+                               planning until the queue below exists, where no clean-up
+                               could see a raise
   from the fork of the helper  SignalQueue, then unblock(): handlers only record the signal
                                and wake the launcher's select loop (set_wakeup_fd), which
                                decides between the steps: stop the start-up, forward it to
                                PID 1, or resize the pty (SIGWINCH)
+
+Blocking is kept short and no process is started while it lasts (a blocked mask is inherited
+by fork and exec), except the -d monitor, which unblocks once its queue exists.
 
 For `rl run -d` the monitor owns the queue and `rl run -d` relays what it receives into it
 through a pipe (rootless.runtime.monitor).
@@ -73,10 +78,9 @@ def raise_on_signals() -> None:
 
 
 def defer() -> None:
-    """Block the stopping signals: from the first file of a container to the moment the
-    signal queue exists, a signal waits (pending in the kernel) instead of raising in the
-    middle of a step whose half-done state the clean-up could not see. unblock() delivers it,
-    to whichever handler is installed by then."""
+    """Block the stopping signals: a signal waits (pending in the kernel) instead of raising
+    in the middle of a step whose half-done state the clean-up could not see. unblock()
+    delivers it, to whichever handler is installed by then."""
     signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING)
 
 

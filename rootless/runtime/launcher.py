@@ -126,19 +126,20 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
     from rootless.runtime import state
     from rootless.runtime.interrupt import defer, unblock
 
-    # Until start_and_wait's signal queue exists, a signal waits (rootless.runtime.interrupt):
-    # every step below has a clean-up that must see what the step did.
-    defer()
     cid = existing or new_container_id()
     hostname = spec.hostname or cid[:12]
     dirs = ContainerDirs(os.path.join(paths.containers_dir, cid))
     owner_fd = None
-    if existing is None:
-        # The runtime record first, with its lock held: from here on, whatever a kill leaves
-        # is findable (rootless.runtime.state, rootless.runtime.sweep).
-        owner_fd = state.create_record(paths, cid)
+    # A signal here raises Interrupted (rootless.runtime.interrupt) and the `except` below
+    # cleans up; where a step and the variable that records it must not be torn apart, the
+    # signal waits (defer ... unblock) and raises right after.
     try:
         if existing is None:
+            # The runtime record first, with its lock held: from here on, whatever a kill
+            # leaves is findable (rootless.runtime.state, rootless.runtime.sweep).
+            defer()
+            owner_fd = state.create_record(paths, cid)
+            unblock()
             dirs.create()
         from rootless.network import plan_network
 
@@ -212,10 +213,12 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
             debug=log.enabled,
         )
         if existing is None:
+            defer()  # the claimed name is in `spec` before anything may raise
             state.reserve_name(paths, spec.name, cid, spec.cidfile)
             if spec.name is None:
                 # podman names every container; the name is released like a --name one.
                 spec = spec.replace(name=state.claim_generated_name(paths, cid))  # type: ignore[assignment]
+            unblock()
             write_config(dirs, {
                 "id": cid, "name": spec.name, "hostname": hostname, "command": command,
                 "image": source.image_name, "image_id": source.image_id,
@@ -226,6 +229,9 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
                 "network": network.mode,
                 "spec": dict(spec.as_dict(), rootfs=spec.rootfs and os.path.abspath(spec.rootfs)),
             })
+        # Until the caller's signal queue exists (start_and_wait, spawn_monitor), a signal
+        # waits: between here and there nothing could clean up after it.
+        defer()
     except BaseException:
         if owner_fd is not None:
             state.release_reservations(paths, spec, cid)
