@@ -38,7 +38,12 @@ from rootless.kernel import constants as k
 from rootless.kernel import libc
 from rootless.paths import Paths
 from rootless.runtime.channel import Channel, error_message, raise_error
-from rootless.runtime.container import DEFAULT_PATH, ContainerSetup, container_main
+from rootless.runtime.container import (
+    DEFAULT_PATH,
+    ContainerSetup,
+    container_main,
+    workdir_creation,
+)
 from rootless.runtime.mounts import plan_mounts
 from rootless.runtime.proc import FORWARDED
 from rootless.runtime.storage import (
@@ -184,6 +189,7 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
             command=command,
             env=env,
             workdir=spec.workdir or source.workdir or None,
+            create_workdir=workdir_creation(spec.workdir, source.workdir, spec.volumes),
             user=spec.user or source.user or None,
             tty=spec.tty,
             winsize=size,
