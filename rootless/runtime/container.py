@@ -193,9 +193,12 @@ def mount_fuse_overlayfs(data: dict[str, Any], merged: str) -> bool:
         devnull = [(os.POSIX_SPAWN_OPEN, fd, "/dev/null", os.O_RDWR, 0) for fd in (0, 1, 2)]
         pid = os.posix_spawn(exe, [exe, "-o", options, merged], dict(os.environ),
                              file_actions=devnull)
-        _, status = os.waitpid(pid, 0)
-    except OSError:
+    except OSError as exc:
+        # The binary cannot be run (gone, not executable, not a program): not usable here.
+        if exc.errno not in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOEXEC):
+            raise
         return False
+    _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status) == 0
 
 
@@ -386,7 +389,10 @@ def attach_pty(setup: ContainerSetup, chan: Channel) -> None:
     fcntl.ioctl(master, k.TIOCSPTLCK, struct.pack("i", 0))
     try:
         slave = fcntl.ioctl(master, k.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
-    except OSError:
+    except OSError as exc:
+        # Kernels before 4.13 have no TIOCGPTPEER (an unknown ioctl: ENOTTY, or EINVAL).
+        if exc.errno not in (errno.ENOTTY, errno.EINVAL):
+            raise
         num = struct.unpack("I", fcntl.ioctl(master, k.TIOCGPTN, struct.pack("I", 0)))[0]
         slave = os.open(f"/dev/pts/{num}", os.O_RDWR | os.O_NOCTTY)
     if setup.winsize:

@@ -151,7 +151,7 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
         readonly_paths: list[str] = []
         extra_mounts: list[Any] = []
         if plan_security is not None:
-            security = plan_security(spec)
+            security = plan_security(spec, log=log)
             masked, readonly_paths = security.masked_paths(), security.readonly_paths()
             extra_mounts = security.extra_mounts(dirs)
         cgroup = None

@@ -26,6 +26,9 @@ DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 DEFAULT_TMPFS_OPTS = "mode=1777,size=65536k"
 
+# What a kernel or host without a feature answers to its mount: not built in, or refused.
+NOT_HERE = (errno.ENODEV, errno.EPERM)
+
 
 class MountOp:
     """One step of the plan. `kind` is one of:
@@ -35,19 +38,22 @@ class MountOp:
     symlink   create symlink target -> source
     remount   remount target with flags (bind remount; keeps the mount's locked flags)
     mask      hide target: /dev/null over a file, an empty read-only tmpfs over a directory
+
+    `skip_on`: the errnos that skip this step (with a debug line) instead of failing the run,
+    each one a known answer of a kernel or host that lacks the feature; any other is an error.
     """
 
-    __slots__ = ("kind", "source", "target", "fstype", "flags", "data", "optional")
+    __slots__ = ("kind", "source", "target", "fstype", "flags", "data", "skip_on")
 
     def __init__(self, kind: str, target: str, source: str | None = None, fstype: str | None = None,
-                 flags: int = 0, data: str | None = None, optional: bool = False) -> None:
+                 flags: int = 0, data: str | None = None, skip_on: tuple[int, ...] = ()) -> None:
         self.kind = kind
         self.source = source
         self.target = target
         self.fstype = fstype
         self.flags = flags
         self.data = data
-        self.optional = optional
+        self.skip_on = skip_on
 
     def describe(self) -> str:
         names = [n for n, v in _FLAG_NAMES if self.flags & v]
@@ -101,7 +107,8 @@ def plan_mounts(
         MountOp("mount", "/dev/pts", "devpts", "devpts", k.MS_NOSUID | k.MS_NOEXEC, pts_opts),
         MountOp("symlink", "/dev/ptmx", "pts/ptmx"),
         MountOp("mount", "/dev/shm", "shm", "tmpfs", nsd | k.MS_NOEXEC, DEFAULT_TMPFS_OPTS),
-        MountOp("mount", "/dev/mqueue", "mqueue", "mqueue", nsd | k.MS_NOEXEC, optional=True),
+        # ENODEV: a kernel without POSIX message queues; EPERM: one that refuses them here.
+        MountOp("mount", "/dev/mqueue", "mqueue", "mqueue", nsd | k.MS_NOEXEC, skip_on=NOT_HERE),
         MountOp("symlink", "/dev/fd", "/proc/self/fd"),
         MountOp("symlink", "/dev/stdin", "/proc/self/fd/0"),
         MountOp("symlink", "/dev/stdout", "/proc/self/fd/1"),
@@ -117,7 +124,7 @@ def plan_mounts(
         # A new cgroup2 instance from inside the cgroup namespace shows the container's own
         # cgroup as its root (cgroup_namespaces(7)).
         plan.append(MountOp("mount", "/sys/fs/cgroup", "cgroup2", "cgroup2",
-                            nsd | k.MS_NOEXEC | k.MS_RDONLY, optional=True))
+                            nsd | k.MS_NOEXEC | k.MS_RDONLY, skip_on=NOT_HERE))
     for target, source in etc_files.items():
         plan.append(MountOp("file", target))
         plan.append(MountOp("bind", target, source, flags=nsd | k.MS_NOEXEC))
@@ -132,10 +139,13 @@ def plan_mounts(
         else:
             flags = k.MS_RDONLY if vol.readonly else 0
             plan.append(MountOp("bind", vol.destination, vol.source, flags=flags | k.MS_NOSUID | k.MS_NODEV))
+    # A masked or read-only path that this kernel does not have is skipped (the step checks
+    # first; ENOENT covers a /proc entry gone in between). Any other failure is an error:
+    # a mask that silently failed would leave the path readable (runc decides the same).
     for path in masked:
-        plan.append(MountOp("mask", path, optional=True))
+        plan.append(MountOp("mask", path, skip_on=(errno.ENOENT,)))
     for path in readonly_paths:
-        plan.append(MountOp("remount", path, flags=k.MS_RDONLY, optional=True))
+        plan.append(MountOp("remount", path, flags=k.MS_RDONLY, skip_on=(errno.ENOENT,)))
     return plan
 
 
@@ -208,9 +218,10 @@ def apply_plan(root: str, plan: list[MountOp], lib: Any, log: Any = None) -> Non
         try:
             _apply_one(root, op, lib)
         except OSError as exc:
-            if op.optional:
-                continue
-            raise MountFailure(op, exc) from None
+            if exc.errno not in op.skip_on:
+                raise MountFailure(op, exc) from None
+            if log:
+                log(f"skipped: {op.describe()}: {errno.errorcode.get(exc.errno or 0)}")
 
 
 def _apply_one(root: str, op: MountOp, lib: Any) -> None:
