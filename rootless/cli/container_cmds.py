@@ -195,8 +195,8 @@ def _delete_tree(path: str, config: dict[str, Any]) -> None:
         pass
     except FileNotFoundError:
         return
+    from rootless.primitives.userns import default_mapping, run_in_userns
     from rootless.runtime.storage import remove_tree_as_root
-    from rootless.runtime.userns import default_mapping, run_in_userns
 
     spec = config.get("spec") or {}
     mapping, helpers = default_mapping(spec.get("userns") or "", spec.get("uidmaps") or [],
