@@ -38,9 +38,9 @@ from rootless.kernel import constants as k
 from rootless.kernel import libc
 from rootless.paths import Paths
 from rootless.primitives.channel import Channel, error_message, raise_error
-from rootless.primitives.mounts import plan_mounts
 from rootless.primitives.userns import apply_mapping, become_root, default_mapping, unshare_user
 from rootless.runtime.container import DEFAULT_PATH, ContainerSetup, container_main
+from rootless.runtime.mounts import plan_mounts
 from rootless.runtime.proc import FORWARDED
 from rootless.runtime.storage import (
     ContainerDirs,
