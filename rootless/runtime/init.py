@@ -14,7 +14,7 @@ import os
 import signal
 
 from rootless.kernel import libc
-from rootless.runtime.channel import error_message
+from rootless.primitives.channel import error_message
 from rootless.runtime.proc import FORWARDED
 
 # typing is imported for annotations only: importing it costs ~4 ms of `rl run`'s start-up.
