@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -41,11 +42,12 @@ def close_fds_except(keep: set[int]) -> None:
     """Close every descriptor not in keep (no fd from rl may leak into the container)."""
     try:
         fds = [int(n) for n in os.listdir("/proc/self/fd")]
-    except OSError:
+    except FileNotFoundError:  # no /proc here: every descriptor number below the usual limit
         fds = list(range(3, 1024))
     for fd in fds:
         if fd not in keep:
             try:
                 os.close(fd)
-            except OSError:
-                pass
+            except OSError as exc:
+                if exc.errno != errno.EBADF:  # listdir's own descriptor, already closed
+                    raise
