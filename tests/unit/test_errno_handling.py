@@ -89,3 +89,87 @@ def test_info_shows_why_no_subordinate_ids_are_used(tmp_path: Path) -> None:
     data = gather(env)
     assert f"{bad}:1" in data["idmappings"]["subid_error"]
     assert data["store"]["images"] == 0
+
+
+# -- config and profiles ---------------------------------------------------------------------
+def test_profiles_dir_not_there_lists_nothing_but_unreadable_is_an_error(tmp_path: Path) -> None:
+    from rootless.config.layers import available_profiles, read_profile
+    from rootless.errors import ConfigError
+
+    assert available_profiles(tmp_path / "profiles") == []              # ENOENT
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "ci.toml").write_text('hostname = "ci"\n')
+    assert available_profiles(profiles) == ["ci"]
+    with mode(profiles, 0):
+        with pytest.raises(ConfigError, match=rf"cannot list the profiles in {profiles}: .*EACCES"):
+            available_profiles(profiles)
+        # Before: 'profile not found', hinting `rl profile new`, for a profile that exists.
+        with pytest.raises(ConfigError, match="EACCES"):
+            read_profile(profiles, "ci", {})
+
+
+def test_pwd_that_cannot_be_checked_is_the_real_cwd(tmp_path: Path) -> None:
+    from rootless.config.layers import expand
+
+    here = os.getcwd()
+    assert expand("${PWD}", {"PWD": str(tmp_path / "gone")}) == here   # ENOENT
+    locked = tmp_path / "locked"
+    (locked / "inside").mkdir(parents=True)
+    with mode(locked, 0):
+        assert expand("${PWD}", {"PWD": str(locked / "inside")}) == here  # EACCES
+
+
+def test_parse_cache_not_there_is_quiet_but_unusable_is_said(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rootless.config.toml import TomlCache
+
+    TomlCache(tmp_path / "run" / "cache.json")                          # ENOENT: first run
+    assert capsys.readouterr().err == ""
+    odd = tmp_path / "dir.json"
+    odd.mkdir()
+    TomlCache(odd)                                                      # EISDIR
+    err = capsys.readouterr().err
+    assert f"warning: ignoring the parse cache {odd}" in err and "EISDIR" in err
+
+
+def test_parse_cache_that_cannot_be_written_is_said_and_leaves_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rootless.config.toml import TomlCache, read_toml
+
+    toml = tmp_path / "p.toml"
+    toml.write_text('hostname = "x"\n')
+    run = tmp_path / "run"
+    run.mkdir()
+    cache = TomlCache(run / "cache.json")
+    read_toml(toml, cache)
+    with mode(run, 0o500):
+        cache.save()                                                    # EACCES
+    err = capsys.readouterr().err
+    assert f"warning: cannot write the parse cache {run / 'cache.json'}" in err and "EACCES" in err
+    assert list(run.iterdir()) == []
+
+
+def test_parse_cache_skips_files_json_cannot_hold(tmp_path: Path) -> None:
+    from rootless.config.toml import TomlCache, read_toml
+
+    plain, dated = tmp_path / "plain.toml", tmp_path / "dated.toml"
+    plain.write_text('hostname = "x"\n')
+    dated.write_text("when = 1979-05-27T07:32:00Z\n")
+    cache = TomlCache(tmp_path / "cache.json")
+    read_toml(plain, cache)
+    read_toml(dated, cache)
+    cache.save()
+    # Before: one TOML datetime made json.dumps fail and nothing at all was cached.
+    assert str(plain) in (tmp_path / "cache.json").read_text()
+
+
+def test_toml_in_an_unsearchable_directory_is_a_config_error(tmp_path: Path) -> None:
+    from rootless.config.toml import TomlCache, read_toml
+    from rootless.errors import ConfigError
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "p.toml").write_text('hostname = "x"\n')
+    with mode(locked, 0), pytest.raises(ConfigError, match="cannot read .*Permission denied"):
+        read_toml(locked / "p.toml", TomlCache(tmp_path / "cache.json"))
