@@ -173,3 +173,79 @@ def test_toml_in_an_unsearchable_directory_is_a_config_error(tmp_path: Path) -> 
     (locked / "p.toml").write_text('hostname = "x"\n')
     with mode(locked, 0), pytest.raises(ConfigError, match="cannot read .*Permission denied"):
         read_toml(locked / "p.toml", TomlCache(tmp_path / "cache.json"))
+
+
+# -- rl doctor -------------------------------------------------------------------------------
+def doctor_host(tmp_path: Path, data: Path | None = None, **env: str):  # type: ignore[no-untyped-def]
+    from rootless.doctor import Host
+    from rootless.paths import Paths
+
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), **env}
+    paths = Paths(data or tmp_path / "data", tmp_path / "run" / "rootless", tmp_path / "config")
+    return Host(base, paths=paths)
+
+
+def test_sysctl_the_kernel_lacks_is_none_but_an_unreadable_one_is_a_finding(tmp_path: Path) -> None:
+    from rootless.doctor import FAILURE, run_checks
+
+    root = tmp_path / "sys"
+    (root / "net" / "ipv4").mkdir(parents=True)
+    host = doctor_host(tmp_path, RL_SYSCTL_ROOT=str(root))
+    assert host.sysctl("net.ipv4.ip_unprivileged_port_start") is None        # ENOENT
+    (root / "net" / "ipv4" / "ip_unprivileged_port_start").mkdir()
+    # Before: None, and doctor said the kernel is older than 4.11.
+    [check] = run_checks(host, only=["ports"])
+    assert check.status == FAILURE
+    assert f"{root}/net/ipv4/ip_unprivileged_port_start" in check.found and "EISDIR" in check.found
+    assert "report this as a bug" not in check.fix
+
+
+def test_helper_without_file_capabilities_is_unprivileged(tmp_path: Path) -> None:
+    from rootless.doctor.ids import _privileged
+
+    helper = tmp_path / "newuidmap"
+    helper.write_text("")
+    helper.chmod(0o755)
+    assert _privileged(str(helper)) is None          # ENODATA (or ENOTSUP on this filesystem)
+
+
+def test_tool_version_says_why_it_is_unknown(tmp_path: Path) -> None:
+    from rootless.doctor.network import tool_version
+
+    garbage = tmp_path / "pasta"
+    garbage.write_bytes(b"\x00\x01not a program\n")
+    garbage.chmod(0o755)
+    assert tool_version(str(garbage)) == "version unknown: Exec format error (ENOEXEC)"
+
+
+def test_doctor_says_where_the_probe_ran_when_storage_cannot_be_made(tmp_path: Path) -> None:
+    from rootless.doctor.probe import check_userns
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    with mode(locked, 0o500):
+        checks = {c.id: c for c in check_userns(doctor_host(tmp_path, data=locked / "data"))}
+    overlay = checks["overlay"]
+    assert f"cannot create {locked}/data/tmp" in overlay.found and "EACCES" in overlay.found
+
+
+def test_doctor_reports_a_scratch_directory_it_cannot_remove(tmp_path: Path) -> None:
+    from rootless.doctor.probe import _remove
+
+    scratch = tmp_path / "doctor-x"
+    (scratch / "work").mkdir(parents=True)
+    with mode(tmp_path, 0o500):
+        left = _remove(scratch)
+    assert left is not None and str(scratch) in left and "EACCES" in left
+
+
+def test_bus_socket_not_there_or_unreachable_is_no_bus(tmp_path: Path) -> None:
+    from rootless.doctor.session import _is_socket
+
+    assert not _is_socket(str(tmp_path / "bus"))                            # ENOENT
+    (tmp_path / "file").write_text("")
+    assert not _is_socket(str(tmp_path / "file" / "bus"))                   # ENOTDIR
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    with mode(locked, 0):
+        assert not _is_socket(str(locked / "bus"))                          # EACCES
