@@ -249,3 +249,70 @@ def test_bus_socket_not_there_or_unreachable_is_no_bus(tmp_path: Path) -> None:
     locked.mkdir()
     with mode(locked, 0):
         assert not _is_socket(str(locked / "bus"))                          # EACCES
+
+
+# -- cgroups (a plain directory stands in for the cgroup tree: the same errnos come back) ----
+def dead_pid() -> int:
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_controllers_of_a_cgroup_not_visible_here_are_none_but_unreadable_is_an_error(
+        tmp_path: Path) -> None:
+    from rootless.cgroups import _controllers
+    from rootless.errors import CgroupError
+
+    assert _controllers(str(tmp_path / "not-mounted-here")) == set()   # ENOENT
+    (tmp_path / "cgroup.controllers").write_text("memory pids\n")
+    assert _controllers(str(tmp_path)) == {"memory", "pids"}
+    with mode(tmp_path / "cgroup.controllers", 0), \
+            pytest.raises(CgroupError, match=r"cgroup.controllers: .*\(EACCES\)"):
+        _controllers(str(tmp_path))
+
+
+def test_stale_cgroup_sweep_logs_what_it_cannot_remove(tmp_path: Path) -> None:
+    from rootless.cgroups import remove_stale
+
+    pid = dead_pid()
+    populated = tmp_path / f"rl-0123456789ab-{pid}"
+    populated.mkdir()
+    (populated / "cgroup.events").write_text("populated 1\nfrozen 0\n")
+    odd = tmp_path / f"rl-ba9876543210-{pid}"
+    odd.mkdir()
+    (odd / "cgroup.events").write_text("populated 0\nfrozen 0\n")
+    lines: list[str] = []
+    remove_stale(str(tmp_path), lines.append)
+    # A plain directory keeps its files, so rmdir says ENOTEMPTY: not an errno a cgroup
+    # gives (EBUSY), so it is said, not skipped. The populated one is left alone, quietly.
+    assert lines == [f"cgroup: cannot remove stale {odd}: Directory not empty (ENOTEMPTY)"]
+    assert populated.exists()
+
+
+def test_stale_cgroup_sweep_of_a_base_that_is_gone_is_quiet(tmp_path: Path) -> None:
+    from rootless.cgroups import remove_stale
+
+    lines: list[str] = []
+    remove_stale(str(tmp_path / "gone"), lines.append)
+    assert lines == []
+    (tmp_path / "file").write_text("")
+    remove_stale(str(tmp_path / "file"), lines.append)                     # ENOTDIR
+    assert lines == [f"cgroup: cannot list {tmp_path / 'file'} for stale cgroups:"
+                     " Not a directory (ENOTDIR)"]
+
+
+def test_oom_count_without_memory_controller_is_quiet_but_unreadable_is_logged(
+        tmp_path: Path) -> None:
+    from rootless.cgroups import ContainerCgroup, Where
+
+    lines: list[str] = []
+    cg = ContainerCgroup(Where(str(tmp_path), "current", None, set()), "rl-x", [], "x" * 64,
+                         "enabled", lines.append)
+    cg.path = str(tmp_path)
+    assert not cg.oom_killed() and lines == []                            # ENOENT
+    (tmp_path / "memory.events").mkdir()
+    assert not cg.oom_killed()                                             # EISDIR
+    assert lines == [f"cgroup: cannot read {tmp_path}/memory.events: Is a directory (EISDIR);"
+                     " an OOM kill would not be reported"]
