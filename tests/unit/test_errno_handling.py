@@ -316,3 +316,61 @@ def test_oom_count_without_memory_controller_is_quiet_but_unreadable_is_logged(
     assert not cg.oom_killed()                                             # EISDIR
     assert lines == [f"cgroup: cannot read {tmp_path}/memory.events: Is a directory (EISDIR);"
                      " an OOM kill would not be reported"]
+
+
+# -- runtime: closing descriptors, flattening layers -----------------------------------------
+def test_closing_by_range_reaches_descriptors_above_1024() -> None:
+    """The fallback when /proc is not mounted (ENOENT) used to close 3..1023 only."""
+    import resource
+
+    from rootless.runtime.proc import close_range_except
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need(hard > 1200, f"RLIMIT_NOFILE hard limit {hard} leaves no room above 1024")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (1300, hard))
+            high = os.dup2(w, 1200)
+            kept = os.dup2(w, 1100)
+            close_range_except({0, 1, 2, kept})
+            try:
+                os.fstat(high)
+            except OSError as exc:
+                code = 0 if exc.errno == errno.EBADF else 2
+            os.fstat(kept)
+        finally:
+            os._exit(code)
+    os.close(r)
+    os.close(w)
+    assert os.waitpid(pid, 0)[1] == 0
+
+
+def test_opaque_marker_read_failures_are_not_taken_for_no_marker(tmp_path: Path) -> None:
+    from rootless.runtime.flatten import OPAQUE_XATTR, _is_opaque
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert not _is_opaque(str(plain))                                    # ENODATA
+    opaque = tmp_path / "opaque"
+    opaque.mkdir()
+    os.setxattr(opaque, OPAQUE_XATTR, b"y")
+    assert _is_opaque(str(opaque))
+    # Before: False, so the files a layer hid came back in the flattened copy.
+    with mode(opaque, 0), pytest.raises(PermissionError):
+        _is_opaque(str(opaque))
+
+
+def test_flatten_does_not_skip_a_directory_it_cannot_read(tmp_path: Path) -> None:
+    from rootless.runtime.flatten import flatten_layers
+
+    layer = tmp_path / "layer"
+    (layer / "etc" / "secret").mkdir(parents=True)
+    (layer / "etc" / "secret" / "key").write_text("k")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    # Before: os.walk dropped the EACCES and the copy silently lacked etc/secret/key.
+    with mode(layer / "etc" / "secret", 0), pytest.raises(PermissionError):
+        flatten_layers([str(layer)], str(dest))
