@@ -120,11 +120,13 @@ def run_checks(host: Host, only: list[str] | None = None) -> list[Check]:
             continue
         try:
             results = fn(host)
-        except OSError as exc:  # a file the check reads is unreadable: that is the finding
+        except OSError as exc:
+            # A file the check reads is unusable: that is the finding. A warning, since the
+            # check could not tell whether rl can run (its own failures are failures).
             from rootless.errors import describe_oserror
 
             what = str(exc.filename) if exc.filename else "a system call"
-            results = [Check(_group, _group, FAILURE,
+            results = [Check(_group, _group, WARNING,
                              describe_oserror(f"the check could not use {what}", exc),
                              f"check {what} and its permissions" if exc.filename
                              else "report this as a bug in rl")]

@@ -186,7 +186,7 @@ def doctor_host(tmp_path: Path, data: Path | None = None, **env: str):  # type: 
 
 
 def test_sysctl_the_kernel_lacks_is_none_but_an_unreadable_one_is_a_finding(tmp_path: Path) -> None:
-    from rootless.doctor import FAILURE, run_checks
+    from rootless.doctor import WARNING, run_checks
 
     root = tmp_path / "sys"
     (root / "net" / "ipv4").mkdir(parents=True)
@@ -195,7 +195,7 @@ def test_sysctl_the_kernel_lacks_is_none_but_an_unreadable_one_is_a_finding(tmp_
     (root / "net" / "ipv4" / "ip_unprivileged_port_start").mkdir()
     # Before: None, and doctor said the kernel is older than 4.11.
     [check] = run_checks(host, only=["ports"])
-    assert check.status == FAILURE
+    assert check.status == WARNING
     assert f"{root}/net/ipv4/ip_unprivileged_port_start" in check.found and "EISDIR" in check.found
     assert "report this as a bug" not in check.fix
 
