@@ -80,8 +80,8 @@ def delete_tree(path: str, config: dict[str, Any]) -> None:
         pass  # files of subordinate ids (or overlay's mode-000 work/work): below
     except FileNotFoundError:
         return
+    from rootless.primitives.userns import default_mapping, run_in_userns
     from rootless.runtime.storage import remove_tree_as_root
-    from rootless.runtime.userns import default_mapping, run_in_userns
 
     spec = config.get("spec") or {}
     mapping, helpers = default_mapping(spec.get("userns") or "", spec.get("uidmaps") or [],
