@@ -143,7 +143,7 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
             # The runtime record first, with its lock held: from here on, whatever a kill
             # leaves is findable (rootless.runtime.state, rootless.runtime.sweep).
             defer()
-            owner_fd = state.create_record(paths, cid)
+            owner_fd = state.create_record(paths, cid, 3 + (spec.preserve_fds or 0))
             unblock()
             dirs.create()
         from rootless.network import plan_network

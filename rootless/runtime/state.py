@@ -115,10 +115,12 @@ def names_dir(paths: Any) -> str:
 
 # -- the creation record -----------------------------------------------------------------------
 
-def create_record(paths: Any, cid: str) -> int:
+def create_record(paths: Any, cid: str, min_fd: int = 3) -> int:
     """Make the container's runtime directory with a "created" state.json, visible at once and
     with its lock held; return the lock's descriptor (close-on-exec; keep it open for as long
-    as this process or the monitor it forks owns the container)."""
+    as this process or the monitor it forks owns the container), numbered min_fd or above:
+    below are the descriptors `--preserve-fds` passes to the container, which must be the
+    user's."""
     import fcntl
 
     from rootless.errors import SetupError, describe_oserror
@@ -131,7 +133,11 @@ def create_record(paths: Any, cid: str) -> int:
         except FileNotFoundError:
             os.makedirs(paths.runtime_dir, mode=0o700, exist_ok=True)
             os.mkdir(tmp, 0o700)
-        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        low = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = fcntl.fcntl(low, fcntl.F_DUPFD_CLOEXEC, min_fd)
+        finally:
+            os.close(low)
         # Taken before the directory has its real name: nobody can see it unlocked.
         fcntl.flock(fd, fcntl.LOCK_EX)
         write_json(f"{tmp}/state.json", {"status": "created", "creator": os.getpid()})

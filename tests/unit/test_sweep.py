@@ -163,3 +163,13 @@ def test_locks_leave_no_files_and_still_exclude(paths):
     st.reserve_name(paths, "n", CID_A)
     st.release_name(paths, "n", CID_A)
     assert os.listdir(paths.runtime / "locks") == []
+
+
+def test_the_records_descriptor_stays_above_the_preserved_ones(paths):
+    """--preserve-fds N hands descriptors 3..N+2 to the container: rl's own must not be there
+    (the lock would reach the container, or hide that a preserved descriptor is not open)."""
+    fd = st.create_record(paths, CID_A, 3 + 5)
+    try:
+        assert fd >= 8
+    finally:
+        os.close(fd)
