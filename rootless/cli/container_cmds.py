@@ -304,7 +304,7 @@ def _label_matches(labels: dict[str, str], want: str) -> bool:
 
 def ps_output(paths: Paths, all_: bool, quiet: bool, fmt: str | None, filters: list[str],
               no_trunc: bool, last: int | None = None) -> str:
-    containers = listing(paths)
+    containers = listing(paths, full=False)
     now = time.time()
     records = [ps_record(c, now) for c in containers]
     if not all_ and not any(f.startswith("status=") for f in filters):

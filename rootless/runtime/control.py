@@ -208,14 +208,14 @@ def wait_exit(paths: Paths, c: Container) -> int | None:
         wait_for_process(c.state.get("owner"), c.state.get("owner_start"), None)
 
 
-def listing(paths: Paths) -> list[Container]:
+def listing(paths: Paths, full: bool = True) -> list[Container]:
     """Every container, after the clean-up any reader does: dead `--rm` containers are
     removed, stale records repaired, and what dead runs left behind is swept
-    (rootless.runtime.sweep)."""
+    (rootless.runtime.sweep; `full=False`: not the names, for `rl ps`)."""
     from rootless.runtime.sweep import remove_dead_rm_containers, sweep
 
     containers = st.list_containers(paths)
-    sweep(paths, {c.cid for c in containers})
+    sweep(paths, {c.cid for c in containers}, names=full)
     return remove_dead_rm_containers(paths, containers)
 
 

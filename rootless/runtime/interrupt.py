@@ -65,16 +65,44 @@ class Interrupted(BaseException):
         return self.message
 
 
+class _RaiseOnce:
+    """The planning phase's handler: raises Interrupted for the first stopping signal, only
+    records the later ones (the clean-up the first starts must not be cut short). Recorded
+    too because a raise can be lost: one that lands in a weakref callback or a __del__ (the
+    import system runs some) is only printed as "Exception ignored", so the signal queue
+    takes the records over (received_before)."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        self.received.append(signum)
+        if len(self.received) == 1:
+            raise Interrupted(signum)
+
+
 def raise_on_signals() -> None:
-    """Make the stopping signals raise Interrupted in the main thread. Once: the clean-up that
-    the first one starts must not be cut short by a second."""
+    """Make the stopping signals raise Interrupted in the main thread (once)."""
+    import sys
 
-    def stop(signum: int, _frame: Any) -> None:
-        hold_signals()
-        raise Interrupted(signum)
-
+    handler = _RaiseOnce()
     for sig in STOPPING:
-        signal.signal(sig, stop)
+        signal.signal(sig, handler)
+    default_hook = sys.unraisablehook
+
+    def unraisable(info: Any) -> None:
+        # A swallowed Interrupted is not an error to print: its record makes it count later.
+        if not isinstance(info.exc_value, Interrupted):
+            default_hook(info)
+
+    sys.unraisablehook = unraisable
+
+
+def received_before() -> list[int]:
+    """The stopping signals raise_on_signals' handler has seen: after the first, whose
+    Interrupted did not end planning (it was swallowed), they are still to be acted on."""
+    handler = signal.getsignal(signal.SIGTERM)
+    return list(handler.received) if isinstance(handler, _RaiseOnce) else []
 
 
 def defer() -> None:
@@ -104,7 +132,7 @@ class SignalQueue:
     waiting for its container to start) writes the numbers of the signals it received."""
 
     def __init__(self, relay: int | None = None) -> None:
-        self.pending: list[int] = []
+        self.pending: list[int] = received_before()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.relay = relay
         if relay is not None:

@@ -72,7 +72,7 @@ def spawn_monitor(p: Any, paths: Any, log: Any, cap: int | None, policy: Restart
     """Start the container under a monitor; return once its command runs (or raise the error
     that kept it from running, with the command's 125/126/127, or 128+N when a signal to this
     process stopped the start-up)."""
-    from rootless.runtime.interrupt import STOPPING, hold_signals, unblock
+    from rootless.runtime.interrupt import STOPPING, hold_signals, received_before, unblock
 
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     # Signals this process receives until the verdict go to the monitor's queue: the
@@ -116,6 +116,8 @@ def spawn_monitor(p: Any, paths: Any, log: Any, cap: int | None, policy: Restart
         except BrokenPipeError:
             pass  # the monitor is gone: its end of the notify pipe says so
 
+    for signum in received_before():  # a signal whose Interrupted planning swallowed
+        relay(signum, None)
     for sig in STOPPING:
         signal.signal(sig, relay)
     unblock()

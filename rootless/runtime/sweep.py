@@ -109,9 +109,11 @@ def remove_dead_rm_containers(paths: Any, containers: list[Container]) -> list[C
     return out
 
 
-def sweep(paths: Any, known: set[str] | None = None) -> None:
+def sweep(paths: Any, known: set[str] | None = None, names: bool = True) -> None:
     """Remove what no container owns (the table above). `known`: ids the caller already found
-    with a config.json (saves re-reading them). A leftover that cannot be removed is named on
+    with a config.json (saves re-reading them). `names=False` (for `rl ps`, which a CI runner
+    polls) leaves dangling names and helpers' files to rm and prune: they hide nothing, and a
+    claim takes a dangling name over anyway. A leftover that cannot be removed is named on
     stderr and kept for the next sweep: it must not stop the command that found it."""
     known = known or set()
     for name in _listdir(paths.containers_dir):
@@ -125,6 +127,8 @@ def sweep(paths: Any, known: set[str] | None = None) -> None:
                 _try(name, st.remove_runtime, paths, name[5:], name)
         elif CID.fullmatch(name) and name not in known:
             _try(name, _sweep_runtime, paths, name)
+    if not names:
+        return
     for name in _listdir(st.names_dir(paths)):
         cid = st.lookup_name(paths, name)
         if cid is not None and cid not in known:
