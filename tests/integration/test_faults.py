@@ -148,13 +148,14 @@ def test_sigkill_during_start_up_leaves_nothing_that_ps_rm_and_prune_cannot_see(
             procs[k].kill()
         for proc in procs:
             proc.wait()
-        # Whatever the kills left is seen: ps lists it and drops the dead --rm ones...
-        listed = json.loads(rl("ps", "-a", "--format", "json").stdout)
-        assert all(not c["AutoRemove"] for c in listed), (rnd, listed)
-        # ...a new run may take the name of a dead --rm container...
+        # Whatever the kills left is seen: a new run takes the name of a dead --rm container
+        # (before any other rl tidied up)...
         r = rl("run", "--rm", "--name", "dead", "--network", "none", "--rootfs",
                str(busybox_rootfs), "true")
         assert r.returncode == 0, (rnd, r.stderr)
+        # ...ps lists what is left and drops the dead --rm ones...
+        listed = json.loads(rl("ps", "-a", "--format", "json").stdout)
+        assert all(not c["AutoRemove"] for c in listed), (rnd, listed)
         # ...and rm -a or system prune removes the rest.
         clean = ("rm", "-a", "-f") if rnd % 2 else ("system", "prune", "-f")
         assert rl(*clean).returncode == 0
