@@ -5,9 +5,10 @@
     runtime: <id>/                         made first, with its creator's lock held (below)
              <id>/state.json               created, then pids (with start times), status,
                                            exit code, times
-             locks/<id>, locks/name-<name> flock for rm/start/rename/stop and for a name's
-                                           stale-claim check (never on `rl run`); removed
-                                           on release, so locks/ is empty at rest
+             locks/<id>, locks/name-<name> flock for rm/start/rename/stop/prune and for a
+                                           name's stale-claim check (a launcher never takes
+                                           its own container's); removed on release, so
+                                           locks/ is empty at rest
 
 `rl run` makes the runtime directory before anything else: under a temporary name, with an
 flock(2) held on the directory itself, then renamed into place, so the directory is never
