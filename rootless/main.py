@@ -17,8 +17,13 @@ def main(argv: list[str] | None = None) -> int:
             # machines): the container is gone and every file rl wrote is closed.
             try:
                 sys.stdout.flush()
-            except BrokenPipeError:  # EPIPE: the reader (`rl run … | head`) has gone
-                pass
+            except BrokenPipeError:
+                pass  # the reader left (`rl run ... | head`), as in a shell pipeline
+            except OSError as exc:
+                from rootless.errors import describe_oserror
+
+                sys.stderr.write(f"Error: {describe_oserror('writing the output', exc)}\n")
+                code = code or 125
             sys.stderr.flush()
             os._exit(code)
         return code
@@ -57,6 +62,22 @@ def report(exc: BaseException, debug: bool = False) -> int:
 
 
 def run_main(args: list[str]) -> int:
+    # First: a SIGTERM, SIGHUP or ^C from here on ends the run through its clean-up, with
+    # 128+N (rootless.runtime.interrupt), instead of killing rl half-way through planning.
+    from rootless.runtime.interrupt import Interrupted, hold_signals, raise_on_signals
+
+    try:
+        try:
+            raise_on_signals()
+            return _run(args)
+        finally:
+            hold_signals()  # the exit that follows is not to be cut short either
+    except Interrupted as exc:
+        sys.stderr.write(f"Error: {exc.message}\n")
+        return exc.exit_code
+
+
+def _run(args: list[str]) -> int:
     from rootless.errors import RlError
 
     debug = "--log-level=debug" in args or ("--log-level" in args and "debug" in args)
@@ -79,13 +100,9 @@ def run_main(args: list[str]) -> int:
             return run_detached(spec, paths)
         from rootless.runtime.launcher import run
 
-        code = run(spec, paths)
+        return run(spec, paths)
     except RlError as exc:
-        code = report(exc, debug)
-    except KeyboardInterrupt:
-        sys.stderr.write("Error: interrupted\n")
-        code = 130
-    return code
+        return report(exc, debug)
 
 
 def load_settings(parsed, paths) -> dict:  # type: ignore[no-untyped-def]

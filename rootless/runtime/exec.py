@@ -33,6 +33,7 @@ from rootless.kernel import constants as k
 from rootless.kernel import libc
 from rootless.primitives.channel import Channel, error_message, raise_error
 from rootless.runtime import container as container_mod
+from rootless.runtime.interrupt import drain
 from rootless.runtime.proc import FORWARDED, close_fds_except, exit_code_of
 from rootless.runtime.state import Container, alive
 from rootless.runtime.tty import RawMode, copy_chunk, set_window_size, window_size
@@ -269,7 +270,7 @@ def wait_exec(chan: Channel, pid: int | None, master: int | None, wake: int | No
             except InterruptedError:
                 continue
             if wake is not None and wake in ready:
-                _drain(wake)
+                drain(wake)
                 for sig in pending or []:
                     _kill(pid, sig)
                 if pending:
@@ -315,14 +316,6 @@ def _kill(pid: int | None, sig: int) -> None:
         except OSError as exc:
             sys.stderr.write(describe_oserror(f"rl: cannot forward signal {sig} to {pid}", exc)
                              + "\n")
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def _waitpid(pid: int) -> int:

@@ -49,7 +49,6 @@ def run_init(command: list[str], env: dict[str, str], chan: Any, tty: bool) -> N
         for sig in (*FORWARDED, *TERMINAL_STOPS):
             signal.signal(sig, signal.SIG_DFL)
         exec_command(command, env, chan)
-    chan.close()
     libc().set_name("rl:[init]")
 
     def forward(signum: int, _frame: Any) -> None:
@@ -60,6 +59,9 @@ def run_init(command: list[str], env: dict[str, str], chan: Any, tty: bool) -> N
 
     for sig in FORWARDED:
         signal.signal(sig, forward)
+    # Only now: the launcher reads end-of-file on the channel as "the command runs" and sends
+    # signals from then on; PID 1 without its handlers would drop them (pid_namespaces(7)).
+    chan.close()
     while True:
         try:
             pid, status = os.waitpid(-1, 0)

@@ -87,8 +87,12 @@ class Prepared:
     __slots__ = ("spec", "cid", "dirs", "setup", "mapping", "helpers", "ns_flags", "network", "image",
                  "cgroup",
                  # lifecycle (rootless.runtime.state/detach): where state lives; a callable run
-                 # once the command was exec'd (`rl run -d` reports success then)
-                 "paths", "notify")
+                 # once the command was exec'd (`rl run -d` reports success then); the lock
+                 # of the container's runtime directory (state.create_record), held while
+                 # this process or its monitor owns the container; the signal queue
+                 # (rootless.runtime.interrupt); objects whose fileno() the wait loop watches
+                 # and whose fire(session) it calls when readable (the -d logger)
+                 "paths", "notify", "owner_fd", "signals", "watchers")
 
     def __init__(self, **kw: Any) -> None:
         for name in self.__slots__:
@@ -124,12 +128,24 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
         notice(mapping.notice)
     log(f"id mapping ({mapping.mode}): " + "; ".join(r.line() for r in mapping.uid_map))
 
+    from rootless.runtime import state
+    from rootless.runtime.interrupt import defer, unblock
+
     cid = existing or new_container_id()
     hostname = spec.hostname or cid[:12]
     dirs = ContainerDirs(os.path.join(paths.containers_dir, cid))
-    if existing is None:
-        dirs.create()
+    owner_fd = None
+    # A signal here raises Interrupted (rootless.runtime.interrupt) and the `except` below
+    # cleans up; where a step and the variable that records it must not be torn apart, the
+    # signal waits (defer ... unblock) and raises right after.
     try:
+        if existing is None:
+            # The runtime record first, with its lock held: from here on, whatever a kill
+            # leaves is findable (rootless.runtime.state, rootless.runtime.sweep).
+            defer()
+            owner_fd = state.create_record(paths, cid, 3 + (spec.preserve_fds or 0))
+            unblock()
+            dirs.create()
         from rootless.network import plan_network
 
         network = plan_network(spec, source.exposed_ports or [], hostname)
@@ -202,14 +218,14 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
             mapping_mode=mapping.mode,
             debug=log.enabled,
         )
-        from rootless.runtime import state
-
         if existing is None:
+            defer()  # the claimed name is in `spec` before anything may raise
             state.reserve_name(paths, spec.name, cid, spec.cidfile)
             if spec.name is None:
                 # podman names every container; the name is released like a --name one.
                 spec = spec.replace(name=state.claim_generated_name(paths, cid))  # type: ignore[assignment]
-            dirs.write_config({
+            unblock()
+            write_config(dirs, {
                 "id": cid, "name": spec.name, "hostname": hostname, "command": command,
                 "image": source.image_name, "image_id": source.image_id,
                 "rootfs": spec.rootfs, "created": time.time(),
@@ -219,18 +235,34 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
                 "network": network.mode,
                 "spec": dict(spec.as_dict(), rootfs=spec.rootfs and os.path.abspath(spec.rootfs)),
             })
+        # Until the caller's signal queue exists (start_and_wait, spawn_monitor), a signal
+        # waits: between here and there nothing could clean up after it.
+        defer()
     except BaseException:
-        if existing is None:
-            from rootless.runtime import state
-
+        if owner_fd is not None:
             state.release_reservations(paths, spec, cid)
             dirs.remove()
+            state.remove_runtime(paths, cid)
+            os.close(owner_fd)
+        unblock()  # a signal that waited ends the run now (Interrupted)
         raise
     ns = k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWPID | k.CLONE_NEWCGROUP
     if network.new_netns and not network.early_start:
         ns |= k.CLONE_NEWNET
     return Prepared(spec=spec, cid=cid, dirs=dirs, setup=setup, mapping=mapping, helpers=helpers,
-                    ns_flags=ns, network=network, image=source, cgroup=cgroup, paths=paths)
+                    ns_flags=ns, network=network, image=source, cgroup=cgroup, paths=paths,
+                    owner_fd=owner_fd, watchers=[])
+
+
+def write_config(dirs: ContainerDirs, data: dict[str, Any]) -> None:
+    from rootless.errors import describe_oserror
+
+    try:
+        dirs.write_config(data)
+    except OSError as exc:
+        raise SetupError(describe_oserror(f"writing {dirs.config}", exc),
+                         hint="check the free space and permissions of the storage directory "
+                              "(see 'rl doctor storage')") from None
 
 
 def resolv_conf(spec: RunSpec, network: Any) -> str:
@@ -282,6 +314,15 @@ def build_env(spec: RunSpec, image_env: list[str], hostname: str) -> dict[str, s
 # -- starting ------------------------------------------------------------------------------
 
 def start_and_wait(p: Prepared, paths: Paths, log: Log) -> int:
+    if p.signals is None:
+        # Before the fork: from now on a signal is recorded, never lost and never raised in
+        # the middle of a step (rootless.runtime.interrupt).
+        from rootless.runtime.interrupt import SignalQueue
+
+        p.signals = SignalQueue()
+    from rootless.runtime.interrupt import unblock
+
+    unblock()  # what waited since prepare() is in the queue now
     hchan, hchan_child = Channel.pair()
     cchan, cchan_child = Channel.pair()
     sys.stdout.flush()
@@ -310,9 +351,14 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
         if os.getppid() != launcher_pid:  # the launcher died before PDEATHSIG was armed
             os._exit(1)
         lib.set_name("rl:[helper]")
+        signal.set_wakeup_fd(-1)  # the launcher's signal queue is not the helper's
         for sig in FORWARDED:
             # The launcher signals PID 1 itself; the helper must not die of a ^C meant for it.
             signal.signal(sig, signal.SIG_IGN)
+        if p.owner_fd is not None:
+            # The creator's lock is the launcher's (and the monitor's): the helper must not
+            # keep it held after they died.
+            os.close(p.owner_fd)
         step = "create the user namespace"
         if p.network.join_userns:
             # An `rl network`'s containers share its user namespace (rootless.network.bridge):
@@ -359,14 +405,16 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
         if p.spec.remove:
             try:
                 remove_tree_as_root(p.dirs.root)
-            except OSError:
-                pass
+            except OSError as exc:
+                # The launcher's clean-up removes what is left (in a new namespace if need be).
+                if p.setup.debug:
+                    sys.stderr.write(f"rl: [helper] removing {p.dirs.root}: {exc}\n")
         hchan.send("exit", status=status)
     except BaseException as exc:  # noqa: BLE001
         try:
             hchan.send("error", **error_message(step, exc))
-        except OSError:
-            pass
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the launcher is gone: nobody to tell
         os._exit(1)
     os._exit(0)
 
@@ -386,14 +434,15 @@ class Session:
         self.error: dict[str, Any] | None = None
         self.status: int | None = None
         self.timed_out = False
-        self.pending: list[int] = []
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.saved_handlers: dict[int, Any] = {}
-        self.raw = None
+        self.signals = p.signals
+        # The command runs (PID 1's exec succeeded): signals are the container's from now on.
+        self.started = False
+        # The signal that stopped the start-up (rootless.runtime.interrupt).
+        self.interrupted: int | None = None
+        self.network_watch: NetworkWatch | None = None
 
     # -- the steps ----------------------------------------------------------------------
     def run(self) -> int:
-        self.install_signal_handlers()
         msg = self.hchan.recv()
         if msg is None or msg.get("op") == "error":
             self.reap_helper()
@@ -401,6 +450,7 @@ class Session:
                 raise_error(msg)
             raise SetupError("the helper process exited before creating the user namespace")
         self.log("helper in its user namespace")
+        self.check_interrupt()
         if self.p.network.join_userns is None:  # a joined namespace has its maps already
             if self.p.network.early_start:
                 self.p.network.spawn(self.helper_pid, self.log)
@@ -410,6 +460,7 @@ class Session:
             # Limits are in place before PID 1 exists: the helper moves in, PID 1 inherits.
             self.p.cgroup.create_and_attach(self.helper_pid)
             self.log(f"cgroup {self.p.cgroup.describe()}")
+        self.check_interrupt()
         self.hchan.send("go")
         msg = self.hchan.recv()
         if msg is None or msg.get("op") != "pid1":
@@ -418,19 +469,19 @@ class Session:
                 raise_error(msg)
             raise SetupError("the helper exited before starting the container")
         self.pid1 = int(msg["pid"])
-        try:
-            self.pidfd = libc().pidfd_open(self.pid1)
-        except OSError:
-            self.pidfd = None
+        self.pidfd = open_pidfd(self.pid1)
         self.log(f"PID 1 is host pid {self.pid1}")
         from rootless.runtime import state
 
         state.record_running(self.p, self.pid1, self.helper_pid)
+        self.check_interrupt()
         self.p.network.start(self.helper_pid, self.log)
+        self.network_watch = NetworkWatch.of(self.p.network)
+        self.check_interrupt()
         if self.p.setup.wait_for_go and self.cchan is not None:
             try:
                 self.cchan.send("go")
-            except OSError:
+            except (BrokenPipeError, ConnectionResetError):
                 pass  # PID 1 already failed; its error is waiting on the channel
         return self.wait()
 
@@ -441,30 +492,34 @@ class Session:
         # The terminal's raw mode, entered when the pty arrives (not contextlib.ExitStack:
         # importing contextlib is ~1 ms of every start).
         raw_modes: list[Any] = []
+        signal_fds = self.signals.fds()
         try:
             while self.status is None:
-                rlist: list[int] = [self.hchan.fileno(), self.wake_r]
+                rlist: list[int] = [self.hchan.fileno(), *signal_fds]
                 if self.cchan is not None:
                     rlist.append(self.cchan.fileno())
                 if self.master is not None:
                     rlist.append(self.master)
                     if stdin_open:
                         rlist.append(0)
+                watchers = list(self.p.watchers or ())
+                if self.network_watch is not None:
+                    watchers.append(self.network_watch)
+                rlist += [w.fileno() for w in watchers]
                 timeout = None
                 if deadline is not None:
                     timeout = max(0.0, deadline - time.monotonic())
-                try:
-                    ready, _, _ = select.select(rlist, [], [], timeout)
-                except InterruptedError:
-                    ready = []
+                ready, _, _ = select.select(rlist, [], [], timeout)
                 if deadline is not None and not self.timed_out and time.monotonic() >= deadline:
                     self.timed_out = True
                     self.log(f"--timeout {spec.timeout} reached: killing the container")
                     self.signal_pid1(signal.SIGKILL)
-                if self.wake_r in ready:
-                    self.handle_signals()
+                # The container's channel before the signals: a command that exists gets them.
                 if self.cchan is not None and self.cchan.fileno() in ready:
                     self.on_container_message(raw_modes)
+                if any(fd in ready for fd in signal_fds):
+                    self.handle_signals()
+                    signal_fds = self.signals.fds()  # the -d relay closes when its writer exits
                 if self.master is not None and self.master in ready:
                     from rootless.runtime.tty import copy_chunk
 
@@ -475,6 +530,9 @@ class Session:
 
                     if not copy_chunk(0, self.master):
                         stdin_open = False
+                for w in watchers:
+                    if w.fileno() in ready:
+                        w.fire(self)
                 if self.hchan.fileno() in ready:
                     self.on_helper_message()
             self.drain_master()
@@ -489,9 +547,11 @@ class Session:
         msg, fds = self.cchan.recv_with_fds()
         if msg is None:
             # End of file: execve succeeded (the channel is close-on-exec) or PID 1 died.
-            self.log("container command started")
-            if self.p.notify is not None and self.error is None:
-                self.p.notify()
+            if self.error is None and self.interrupted is None:
+                self.log("container command started")
+                self.started = True
+                if self.p.notify is not None:
+                    self.p.notify()
             self.cchan.close()
             self.cchan = None
             return
@@ -542,6 +602,10 @@ class Session:
         self.master_eof()
 
     def exit_code(self) -> int:
+        if self.interrupted is not None:
+            from rootless.runtime.interrupt import Interrupted
+
+            raise Interrupted(self.interrupted)
         if self.error is not None:
             # A set-up or exec failure reported by PID 1 (or the helper) wins.
             if self.timed_out:
@@ -560,36 +624,33 @@ class Session:
         return os.WEXITSTATUS(status)
 
     # -- signals ------------------------------------------------------------------------
-    def install_signal_handlers(self) -> None:
-        def record(signum: int, _frame: Any) -> None:
-            self.pending.append(signum)
+    def check_interrupt(self) -> None:
+        """Between the steps of the start-up: a stopping signal ends it here (the callers'
+        `finally:` blocks kill the helper and clean up)."""
+        from rootless.runtime.interrupt import STOPPING, Interrupted
 
-        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
-        for sig in FORWARDED:
-            self.saved_handlers[sig] = signal.signal(sig, record)
-
-    def restore_signal_handlers(self) -> None:
-        for sig, handler in self.saved_handlers.items():
-            signal.signal(sig, handler)
-        self.saved_handlers.clear()
-        signal.set_wakeup_fd(-1)
+        for sig in self.signals.take():
+            if sig in STOPPING:
+                self.log(f"signal {sig} before the command started: stopping the start-up")
+                raise Interrupted(sig)
 
     def handle_signals(self) -> None:
-        try:
-            while os.read(self.wake_r, 512):
-                pass
-        except BlockingIOError:
-            pass
-        pending, self.pending = self.pending, []
-        for sig in pending:
+        for sig in self.signals.take():
             if sig == signal.SIGWINCH:
                 if self.master is not None:
                     from rootless.runtime.tty import set_window_size, window_size
 
                     set_window_size(self.master, window_size(0))
                 continue
-            self.log(f"forwarding signal {sig} to PID 1")
-            self.signal_pid1(sig)
+            if self.started:
+                self.log(f"forwarding signal {sig} to PID 1")
+                self.signal_pid1(sig)
+            elif self.interrupted is None:
+                # PID 1 is still setting up (or its exec is in flight): stop it; the helper
+                # reports its end and exit_code() turns it into Interrupted.
+                self.log(f"signal {sig} before the command started: stopping the start-up")
+                self.interrupted = sig
+                self.signal_pid1(signal.SIGKILL)
 
     def signal_pid1(self, sig: int) -> None:
         try:
@@ -597,8 +658,8 @@ class Session:
                 libc().pidfd_send_signal(self.pidfd, sig)
             elif self.pid1 is not None:
                 os.kill(self.pid1, sig)
-        except OSError:
-            pass
+        except ProcessLookupError:
+            pass  # PID 1 has exited; the helper's "exit" message is on its way
 
     # -- the end ------------------------------------------------------------------------
     def reap_helper(self) -> None:
@@ -610,22 +671,83 @@ class Session:
             self.helper_pid = 0
 
     def close(self) -> None:
-        self.restore_signal_handlers()
         if self.helper_pid:
-            try:
-                os.kill(self.helper_pid, signal.SIGKILL)
-            except OSError:
-                pass
+            os.kill(self.helper_pid, signal.SIGKILL)  # our unreaped child: it exists
             self.reap_helper()
-        for fd in (self.wake_r, self.wake_w, self.pidfd, self.master):
+        if self.pidfd is not None:
+            # PID 1 dies of its helper's death (PR_SET_PDEATHSIG), a moment later: the clean-up
+            # that follows must not race its last set-up steps.
+            select.select([self.pidfd], [], [], 2.0)
+        for fd in (self.pidfd, self.master):
             if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+                os.close(fd)
+        self.pidfd = self.master = None
+        if self.network_watch is not None:
+            self.network_watch.close()
         self.hchan.close()
         if self.cchan is not None:
             self.cchan.close()
+
+
+def open_pidfd(pid: int) -> int | None:
+    """A pidfd for pid; None when the process is already gone (ESRCH) or the kernel has no
+    pidfd_open (ENOSYS, before 5.3): callers then fall back to the plain pid."""
+    import errno
+
+    try:
+        return libc().pidfd_open(pid)
+    except OSError as exc:
+        if exc.errno not in (errno.ESRCH, errno.ENOSYS):
+            raise
+        return None
+
+
+class NetworkWatch:
+    """Notices the death of the network helper (pasta, slirp4netns) while the container runs:
+    the container is then cut off, which must not pass silently. Said on stderr (a detached
+    container's stderr is its log) and recorded in state.json, where `rl ps` and `rl inspect`
+    show it. It does not reap the helper (the plan's stop() does, and must not signal a pid
+    that was reaped and reused)."""
+
+    def __init__(self, pid: int, pidfd: int, name: str) -> None:
+        self.pid = pid
+        self.pidfd: int | None = pidfd
+        self.name = name
+
+    @classmethod
+    def of(cls, network: Any) -> NetworkWatch | None:
+        pid = getattr(network, "pid", None)
+        if not isinstance(pid, int):
+            return None
+        pidfd = open_pidfd(pid)
+        return None if pidfd is None else cls(pid, pidfd, network.mode)
+
+    def fileno(self) -> int:
+        assert self.pidfd is not None
+        return self.pidfd
+
+    def fire(self, session: Session) -> None:
+        session.network_watch = None
+        if session.pidfd is not None and select.select([session.pidfd], [], [], 0)[0]:
+            self.close()  # PID 1 is gone: the helper ends with the namespace, as it should
+            return
+        info = os.waitid(os.P_PIDFD, self.fileno(), os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        self.close()
+        how = "exited"
+        if info is not None:
+            how = (f"was killed by signal {info.si_status}" if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
+                   else f"exited with status {info.si_status}")
+        text = (f"{self.name} (pid {self.pid}), the container's network, {how}: "
+                "the container has no network now")
+        notice(f"rl: {text}")
+        from rootless.runtime import state
+
+        state.note_problem(session.p, text, network_lost=True)
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
 
 def cleanup(p: Prepared, log: Log, exit_code: int | None) -> None:
@@ -649,5 +771,6 @@ def cleanup(p: Prepared, log: Log, exit_code: int | None) -> None:
         run_in_userns(lambda: remove_tree_as_root(root), mapping=p.mapping, helpers=p.helpers,
                       name="rl:[cleanup]")
     except RlError as exc:
-        log(f"cleanup of {root} failed: {exc}")
+        # Not silent: the storage stays (without its config: `rl ps`/`rl system prune` sweep it).
+        notice(f"rl: removing the container's storage {root}: {exc}")
 

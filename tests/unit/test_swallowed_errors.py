@@ -34,14 +34,8 @@ ALLOWED: dict[str, int] = {
     "rootless/network/pasta.py": 3,
     "rootless/network/slirp.py": 1,
     "rootless/network/spawn.py": 1,
-    # runtime/ outside this branch's files
-    "rootless/runtime/control.py": 2,
-    "rootless/runtime/detach.py": 1,
-    "rootless/runtime/launcher.py": 6,
-    "rootless/runtime/monitor.py": 2,
-    "rootless/runtime/state.py": 3,
-    # cli/
-    "rootless/cli/container_cmds.py": 2,
+    # cli/ (the `rl top` reader: another engineer's part of this file)
+    "rootless/cli/container_cmds.py": 1,
     "rootless/cli/image_cmds.py": 1,
 }
 
