@@ -232,6 +232,7 @@ class Extractor:
         # which empties the cache whenever it deletes a directory.
         self._dir_fds: dict[tuple[bytes, ...], int] = {}
         self._retired: list[int] = []  # forgotten fds a caller may still hold: closed later
+        self._step = ""  # what is being done to the current entry, for error messages
 
     def close(self) -> None:
         self._forget_dirs()
@@ -301,10 +302,11 @@ class Extractor:
             parent = self._open_parent(parts[:-1], create=True)
         except OSError as exc:
             raise self._error(parts, "opening the parent directory", exc) from None
+        self._step = "creating it"
         try:
             self._create(tar, m, parent, parts)
         except OSError as exc:
-            raise self._error(parts, "creating", exc) from None
+            raise self._error(parts, self._step, exc) from None
 
     def _error(self, parts: list[bytes], action: str, exc: OSError) -> ImageError:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
@@ -345,11 +347,12 @@ class Extractor:
         self._dir_fds[key] = fd
         return fd
 
-    def _remove(self, parent: int, name: bytes, *, keep_dir: bool = False) -> bool:
+    def _remove(self, parent: int, parts: list[bytes], *, keep_dir: bool = False) -> bool:
         """Remove an existing entry (recursively for a directory, never following links).
 
         Returns True when a directory was kept because keep_dir was asked.
         """
+        name = parts[-1]
         try:
             st = os.lstat(name, dir_fd=parent)
         except FileNotFoundError:
@@ -361,22 +364,31 @@ class Extractor:
 
             self._forget_dirs()
             shutil.rmtree(name, dir_fd=parent)  # fd-based on Linux: symlink-attack resistant
+            self._forget_metadata(parts)
         else:
             os.unlink(name, dir_fd=parent)
         return False
+
+    def _forget_metadata(self, parts: list[bytes]) -> None:
+        """Drop the pending metadata of a removed directory and of every directory below it:
+        what is left in self.dirs is exactly the set of directories on disk, so the final
+        pass can treat any failure as an error."""
+        prefix = tuple(parts)
+        depth = len(prefix)
+        for key in [k for k in self.dirs if k[:depth] == prefix]:
+            del self.dirs[key]
 
     # -- entries ---------------------------------------------------------------------------
     def _create(self, tar: tarfile.TarFile, m: tarfile.TarInfo, parent: int, parts: list[bytes]) -> None:
         name = parts[-1]
         if m.isdir():
-            if not self._remove(parent, name, keep_dir=True):
+            if not self._remove(parent, parts, keep_dir=True):
                 os.mkdir(name, 0o700, dir_fd=parent)
             self._chown(name, parent, m.uid, m.gid)
             self._xattrs(m, name, parent)
             self._remember_dir(parts, m)
             return
-        self._remove(parent, name)
-        self.dirs.pop(tuple(parts), None)
+        self._remove(parent, parts)
         if m.isreg():
             self._write_file(tar, m, parent, name)
         elif m.issym():
@@ -397,6 +409,7 @@ class Extractor:
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600, dir_fd=parent)
         try:
+            self._step = "writing its data"
             src = tar.extractfile(m)
             sparse = m.issparse()
             if src is not None:
@@ -415,6 +428,7 @@ class Extractor:
                     os.ftruncate(fd, m.size)
             self._fchown(fd, m.uid, m.gid)
             # after chown, which clears setuid/setgid (chown(2))
+            self._step = f"setting its mode to {m.mode & 0o7777:04o}"
             os.fchmod(fd, m.mode & 0o7777)
         finally:
             os.close(fd)
@@ -463,8 +477,7 @@ class Extractor:
     def _make_whiteout(self, dir_parts: list[bytes], target: bytes) -> None:
         fd = self._open_dir_checked(dir_parts)
         try:
-            self._remove(fd, target)
-            self.dirs.pop(tuple(dir_parts + [target]), None)
+            self._remove(fd, dir_parts + [target])
             os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=fd)
         except OSError as exc:
             raise self._error(dir_parts + [target], "creating the whiteout", exc) from None
@@ -475,23 +488,28 @@ class Extractor:
         if not parts:
             self._fchown(self.root_fd, m.uid, m.gid)
 
+    # chown(2) in a user namespace answers EINVAL for an id the namespace does not map (the
+    # single-id mode has only 0): the entry keeps root as its owner and the user is told how
+    # many did (notices()). Any other errno is an error.
     def _chown(self, name: bytes, parent: int, uid: int, gid: int) -> None:
         if not self.chown:
             return
+        self._step = f"setting its owner to {uid}:{gid}"
         try:
             os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
         except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.EPERM):
+            if exc.errno != errno.EINVAL:
                 raise
             self.chown_failures += 1
 
     def _fchown(self, fd: int, uid: int, gid: int) -> None:
         if not self.chown:
             return
+        self._step = f"setting its owner to {uid}:{gid}"
         try:
             os.fchown(fd, uid, gid)
         except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.EPERM):
+            if exc.errno != errno.EINVAL:
                 raise
             self.chown_failures += 1
 
@@ -504,39 +522,48 @@ class Extractor:
                 self.dropped_xattrs += 1
                 continue
             data = value.encode("utf-8", "surrogateescape")
+            # A user.* attribute the file system refuses (ENOTSUP, E2BIG...) is an error like
+            # any other: the image would differ from what its author built.
+            self._step = f"setting its extended attribute {attr}"
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
                          dir_fd=parent)
             try:
                 os.setxattr(fd, attr, data)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOTSUP, errno.EPERM, errno.E2BIG, errno.ERANGE):
-                    raise
-                self.dropped_xattrs += 1
             finally:
                 os.close(fd)
 
     def _utime(self, name: bytes, parent: int, mtime: float) -> None:
-        ns = int(mtime * 1_000_000_000)
-        try:
-            os.utime(name, ns=(ns, ns), dir_fd=parent, follow_symlinks=False)
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EINVAL):
-                raise
+        ns = _mtime_ns(mtime)
+        self._step = "setting its modification time"
+        os.utime(name, ns=(ns, ns), dir_fd=parent, follow_symlinks=False)
 
     def _finish_dirs(self) -> None:
-        """Directory owners, modes and times, deepest first, after all their children exist."""
+        """Directory modes and times, deepest first, once all their children exist (creating
+        a child changes a directory's mtime). Owners were set when each was created."""
         for key in sorted(self.dirs, key=len, reverse=True):
             meta = self.dirs[key]
             try:
                 fd = self._open_parent(meta.parts, create=False)
-            except OSError:
-                continue  # replaced or removed by a later entry
-            if meta.parts:
-                self._fchown(fd, meta.uid, meta.gid)
-            os.fchmod(fd, meta.mode)
-            if meta.mtime >= 0:
-                ns = int(meta.mtime * 1_000_000_000)
-                os.utime(fd, ns=(ns, ns))
+                os.fchmod(fd, meta.mode)
+                if meta.mtime >= 0:
+                    ns = _mtime_ns(meta.mtime)
+                    os.utime(fd, ns=(ns, ns))
+            except OSError as exc:
+                raise self._error(meta.parts, "setting the directory's mode and time",
+                                  exc) from None
+            finally:
+                # The walk may have retired cached descriptors: close them now, not at the
+                # end, or thousands of directories exhaust RLIMIT_NOFILE (EMFILE).
+                self._close_retired()
+
+
+def _mtime_ns(mtime: float) -> int:
+    """A tar mtime as nanoseconds, refused when no file system could store it."""
+    ns = int(mtime * 1_000_000_000)
+    if not -(1 << 63) <= ns < (1 << 63):
+        raise ImageError(f"layer entry has an impossible modification time ({mtime})",
+                         "the layer is malformed; it was not stored")
+    return ns
 
 
 def remove_tree(path: str | os.PathLike[str]) -> None:

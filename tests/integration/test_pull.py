@@ -6,6 +6,7 @@ Runs as whoever runs pytest: as root the layers are extracted directly, as an or
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -285,3 +286,46 @@ def test_pull_with_credentials_from_auth_file(tmp_path, paths, auth):
         image = pull_image(ref, paths=paths, store=Store(paths), tls_verify=False, quiet=True,
                            env={"REGISTRY_AUTH_FILE": str(authfile)})
         assert image.names == [f"{ref}:latest"]
+
+
+def test_pulled_image_with_thousands_of_directories_matches_its_layer(registry, rl):
+    """Issue 12 item 1, end to end: `rl pull` of a one-layer image with 3000 directories
+    (busybox in the same layer, as in a distribution's base image) keeps every entry's mode,
+    owner and mtime, and a non-root user can run a command in it. Run with the soft
+    RLIMIT_NOFILE of 1024 that most distributions give a login."""
+    import resource
+
+    from rootless.image.registry import RegistryClient
+    from rootless.runtime.userns import default_mapping, run_in_userns
+    from tests.conftest import need
+    from tests.layer_fixtures import tar_mismatches
+    from tests.registry_fixtures import load_image_builder
+
+    need(default_mapping()[0].mode != "single",
+         "owners 33 and 1000 need a subordinate id range (/etc/subuid)")
+    builder = load_image_builder()
+    image = builder.many_dirs_image(3000)
+    with RegistryClient(registry.url_host, insecure=True) as client:
+        builder.push_image(client, "rltest/manydirs", "latest", image)
+    ref = f"{registry.url_host}/rltest/manydirs:latest"
+
+    def low_fd_limit() -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+
+    pulled = subprocess.run([rl.exe, "pull", "-q", "--tls-verify=false", ref], env=rl.env,
+                            capture_output=True, text=True, timeout=300, preexec_fn=low_fd_limit)
+    assert pulled.returncode == 0, pulled.stderr
+    (layer,) = image.layers
+    tar = gzip.decompress(layer.blob)
+    dest = rl.data / "layers" / layer.diff_id.split(":", 1)[1]
+    out = rl.base / "mismatches.json"
+    run_in_userns(lambda: out.write_text(json.dumps(tar_mismatches(tar, dest))),
+                  name="rl:[test-check]")
+    assert json.loads(out.read_text()) == []
+    r = rl("run", "--rm", "--network", "none", "-u", "1000", ref, "id")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("uid=1000")
+    # and inside a directory the image gives to 1000 alone (mode 0700, owner 1000)
+    r = rl("run", "--rm", "--network", "none", "-u", "1000", ref, "ls", "/tree/g000/d00013")
+    assert r.returncode == 0, r.stderr

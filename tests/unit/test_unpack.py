@@ -17,6 +17,7 @@ import pytest
 
 from rootless.errors import ImageError, RlError
 from rootless.image.unpack import CHUNK, clean_name, unpack_layer
+from tests.conftest import need
 from tests.layer_fixtures import (
     LayerBuilder,
     gzip_bytes,
@@ -24,8 +25,10 @@ from tests.layer_fixtures import (
     malicious_layers,
     sha256_digest,
     snapshot,
+    tar_mismatches,
     zstd_bytes,
 )
+from tests.registry_fixtures import load_image_builder
 
 ROOT = os.getuid() == 0
 
@@ -122,6 +125,43 @@ def test_owners_land_on_mapped_ids(tmp_path):
         assert st.st_uid == mapping.container_uid_to_host(33)
 
 
+def in_layer_namespace(fn, out: Path):
+    """fn() -> JSON-able, run where the layer's own ids show (root, or the user namespace)."""
+    if ROOT:
+        return fn()
+
+    from rootless.runtime.userns import run_in_userns
+
+    def child() -> None:
+        out.write_text(json.dumps(fn()))
+
+    run_in_userns(child, name="rl:[test-check]")
+    return json.loads(out.read_text())
+
+
+def test_thousands_of_directories_keep_mode_owner_and_mtime(tmp_path):
+    """Issue 12 item 1: past ~1000 directories the fix-up pass ran out of descriptors and
+    silently left the rest (the shallowest: /usr, /bin...) at mode 0700. The soft limit is
+    set to 1024, the default on most distributions, so that the test does not depend on the
+    limit of the shell that started it."""
+    import resource
+
+    from rootless.runtime.userns import default_mapping
+
+    need(ROOT or default_mapping()[0].mode != "single",
+         "owners 33 and 1000 need a subordinate id range (/etc/subuid)")
+    builder = load_image_builder()
+    tar = builder.add_many_dirs(LayerBuilder(), 3000).build()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+    try:
+        unpack(gzip_bytes(tar), tmp_path / "layer", "gzip", sha256_digest(tar))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    dest = tmp_path / "layer"
+    assert in_layer_namespace(lambda: tar_mismatches(tar, dest), tmp_path / "check.json") == []
+
+
 def test_read_only_directory_is_filled_then_closed(tmp_path):
     dest = tmp_path / "layer"
     unpack(LayerBuilder().dir("ro", 0o555).file("ro/f", b"data").dir("ro/sub", 0o500)
@@ -140,11 +180,22 @@ def test_replacements_last_wins(tmp_path):
            .file("b", b"now a file")              # directory replaced by a file
            .file("c", b"one").file("c", b"two")   # duplicate: last wins
            .symlink("d", "x").file("d", b"real")  # symlink replaced by a file
+           .dir("e").dir("e/sub", 0o700).symlink("e", "x")  # a tree replaced by a symlink
+           .dir("w").dir("w/sub", 0o700).whiteout("w")      # a tree whited out
            .build(), dest)
     assert (dest / "a/inner").read_bytes() == b"i"
     assert (dest / "b").read_bytes() == b"now a file"
     assert (dest / "c").read_bytes() == b"two"
     assert not (dest / "d").is_symlink() and (dest / "d").read_bytes() == b"real"
+    assert os.readlink(dest / "e") == "x"
+    assert stat.S_ISCHR(os.lstat(dest / "w").st_mode)
+
+
+def test_an_attribute_that_cannot_be_set_is_an_error(tmp_path):
+    """A user.* xattr larger than the VFS allows (64 KiB, E2BIG) is not dropped silently."""
+    layer = LayerBuilder().file("f", b"x", xattrs={"user.big": b"v" * 70_000}).build()
+    with pytest.raises(ImageError, match="'f': setting its extended attribute user.big.*E2BIG"):
+        unpack(layer, tmp_path / "layer")
 
 
 def test_whiteouts_become_overlay_format(tmp_path):
