@@ -65,6 +65,9 @@ class LayerTar:
     def __init__(self) -> None:
         self._buf = io.BytesIO()
         self._tar = tarfile.open(fileobj=self._buf, mode="w", format=tarfile.PAX_FORMAT)
+        # podman refuses a layer that names a path twice ("duplicates of file paths not
+        # supported"): a directory added again (a shared parent of two trees) is skipped.
+        self._dirs: set[str] = set()
 
     def _info(self, name: str, kind: bytes, mode: int, uid: int, gid: int,
               mtime: int = MTIME) -> tarfile.TarInfo:
@@ -78,7 +81,10 @@ class LayerTar:
 
     def dir(self, name: str, mode: int = 0o755, uid: int = 0, gid: int = 0,
             mtime: int = MTIME) -> LayerTar:
-        self._tar.addfile(self._info(name, tarfile.DIRTYPE, mode, uid, gid, mtime))
+        key = name.strip("/")
+        if key not in self._dirs:
+            self._dirs.add(key)
+            self._tar.addfile(self._info(name, tarfile.DIRTYPE, mode, uid, gid, mtime))
         return self
 
     def file(
@@ -129,6 +135,8 @@ class LayerTar:
         """Append every entry of another (uncompressed) layer tar, in its order."""
         with tarfile.open(fileobj=io.BytesIO(layer), mode="r:") as src:
             for info in src:
+                if info.isdir():
+                    self._dirs.add(info.name.strip("/"))
                 self._tar.addfile(info, src.extractfile(info) if info.isreg() else None)
         return self
 
@@ -446,6 +454,27 @@ def push_big_image(registry_host: str, insecure: bool = True, name: str = "rltes
     image = make_image(layers, oci=True)
     with RegistryClient(registry_host, insecure=insecure) as client:
         return push_image(client, name, "latest", image)
+
+
+# Host trees for the single-layer benchmark image: ~49 MB in ~3,500 entries of ~14 kB on
+# average, the shape of a distribution's base layer (a Debian minbase has ~8,000 entries of
+# ~15 kB). Debian 12 has them all (perl-base is essential; perl-modules comes with perl).
+SINGLE_LAYER_TREES = ("/usr/lib/x86_64-linux-gnu/perl", "/usr/share/perl",
+                      "/usr/lib/x86_64-linux-gnu/perl-base", "/usr/share/zoneinfo")
+
+
+def single_layer_image() -> BuiltImage:
+    """The single-layer pull benchmark's image: busybox and the SINGLE_LAYER_TREES that
+    exist, in ONE gzip layer."""
+    tar = LayerTar()
+    tar.extend(busybox_tar())
+    for tree in SINGLE_LAYER_TREES:
+        if os.path.isdir(tree):
+            parts = tree.strip("/").split("/")
+            for i in range(1, len(parts)):
+                tar.dir("/".join(parts[:i]))
+            tar.tree(tree, tree.strip("/"))
+    return make_image([make_layer(tar.finish(), "gzip", oci=True)], oci=True)
 
 
 def main(argv: list[str] | None = None) -> int:

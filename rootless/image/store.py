@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -38,8 +39,11 @@ from rootless.paths import Paths
 # dataclasses and hashlib (OpenSSL) cost ~15 ms of it together.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
     from pathlib import Path
     from typing import IO, Any
+
+    from rootless.image.blobfeed import BlobFeed
 
 
 def _sha256(data: bytes = b"") -> Any:
@@ -52,6 +56,12 @@ def _sha256(data: bytes = b"") -> Any:
         except ImportError:
             from hashlib import sha256
     return sha256(data)
+
+# linux/fs.h: the inode flags ioctls (chattr(1)) and FS_TOPDIR_FL ("top of directory
+# hierarchies", chattr +T).
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
+_FS_TOPDIR_FL = 0x00020000
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
@@ -152,6 +162,30 @@ class PruneResult:
 AsRoot = Callable[[Callable[[], None], str], None]
 
 
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class Started(Protocol):
+        """A call of fn() that runs elsewhere (a child process) until wait() returns."""
+
+        def wait(self) -> None: ...
+
+    StartAsRoot = Callable[[Callable[[], None], str], Started]
+
+
+class _Later:
+    """fn() run by wait() itself: for an injected as_root (tests) that cannot run beside
+    the caller. The pull's feeds never block, so the result is the same, only later."""
+
+    def __init__(self, as_root: AsRoot, fn: Callable[[], None], name: str) -> None:
+        self._as_root = as_root
+        self._fn = fn
+        self._name = name
+
+    def wait(self) -> None:
+        self._as_root(self._fn, self._name)
+
+
 def _default_as_root(paths: Paths) -> AsRoot:
     def run(fn: Callable[[], None], name: str) -> None:
         if os.getuid() == 0:
@@ -164,6 +198,19 @@ def _default_as_root(paths: Paths) -> AsRoot:
     return run
 
 
+def _default_start_as_root(paths: Paths) -> StartAsRoot:
+    def start(fn: Callable[[], None], name: str) -> Started:
+        if os.getuid() == 0:
+            from rootless.image.forked import ForkedTask
+
+            return ForkedTask(fn, name)  # real root: no namespace, but beside the caller
+        from rootless.runtime.userns import start_in_userns
+
+        return start_in_userns(fn, paths=paths, name=name)
+
+    return start
+
+
 class Store:
     """Blobs, layers and images under one Paths. Methods raise ImageError."""
 
@@ -172,7 +219,11 @@ class Store:
         # Layer trees hold files owned by subordinate ids: only root in the user's namespace
         # may create or remove them. as_root(fn, process name) runs fn there; a single
         # call per pull, from a single-threaded point. Tests pass a plain call.
+        # start_as_root(fn, name) does the same but returns at once (see Started).
         self.as_root = as_root or _default_as_root(paths)
+        self.start_as_root: StartAsRoot = (
+            _default_start_as_root(paths) if as_root is None
+            else lambda fn, name: _Later(self.as_root, fn, name))
 
     # -- directories and locks -------------------------------------------------------------
     @property
@@ -190,6 +241,29 @@ class Store:
         except OSError as exc:
             raise ImageError(describe_oserror(f"creating the image store in {self.paths.data}", exc),
                              "check that the storage directory is writable (rl doctor)") from None
+
+    def mark_layer_root(self) -> None:
+        """Make layers/ a "top directory" for ext4's Orlov allocator (chattr +T), so that each
+        layer's new tree is placed in a block group of its own instead of beside the trees
+        just removed. Without it, a pull right after an rmi spent seconds in the kernel here:
+        ext4 without a journal skips, one inode-table lookup each, every inode deleted in the
+        last 30 s while it allocates (recently_deleted() in fs/ext4/ialloc.c); `tar -xzf` of
+        a 4,000-entry layer after removing the same tree took 1.3-2.2 s of system time in a
+        plain directory and 0.2-0.6 s below a +T one. A file system without the flag (tmpfs,
+        xfs, btrfs) answers ENOTTY, EOPNOTSUPP or EINVAL and is left as it is."""
+        fd = os.open(self.paths.layers, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            flags = bytearray(4)  # the kernel reads and writes an int (linux/fs.h comment)
+            fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags)
+            value = int.from_bytes(flags, sys.byteorder)
+            if not value & _FS_TOPDIR_FL:
+                fcntl.ioctl(fd, _FS_IOC_SETFLAGS, (value | _FS_TOPDIR_FL).to_bytes(4, sys.byteorder))
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL):
+                raise self.storage_error(f"marking {self.paths.layers} as a top directory",
+                                         exc) from None
+        finally:
+            os.close(fd)
 
     @contextlib.contextmanager
     def _lock(self, name: str, *, shared: bool = False, wait: bool = True) -> Iterator[bool]:
@@ -241,31 +315,56 @@ class Store:
         size: int | None,
         open_chunks: Callable[[], AbstractContextManager[Iterable[bytes]]],
         on_chunk: Callable[[int], None] | None = None,
+        feed: BlobFeed | None = None,
     ) -> Path:
         """The blob's path, downloading it with open_chunks() only when it is missing.
 
         Under the blob's lock, so a second pull of the same blob waits and then finds it.
+        `feed` (blobfeed.py) hands the file to an extractor while it is being written; it is
+        told "done" once the blob is verified, and "fail" when it is not.
         """
         hexd = digest_hex(digest)
         final = self.paths.blobs / hexd
-        with self.blob_lock(digest):
-            if final.is_file():
-                return final
-            tmp = self.paths.tmp / f"blob-{hexd}-{os.urandom(4).hex()}"
-            try:
-                with open(tmp, "xb") as out, open_chunks() as chunks:
-                    hasher = _sha256()
-                    received = 0
-                    for chunk in chunks:
-                        received += len(chunk)
-                        if size is not None and received > size:
-                            raise ImageError(f"blob {digest} is larger than its {size} bytes")
-                        hasher.update(chunk)
-                        out.write(chunk)
-                        if on_chunk is not None:
-                            on_chunk(len(chunk))
-                    out.flush()
-                    os.fsync(out.fileno())
+        try:
+            with self.blob_lock(digest):
+                if final.is_file():
+                    if feed is not None:
+                        feed.file(final)
+                        feed.done(final.stat().st_size)
+                    return final
+                self._download_blob(digest, size, open_chunks, on_chunk, feed)
+        except BaseException:
+            if feed is not None:
+                feed.fail()
+            raise
+        return final
+
+    def _download_blob(
+        self,
+        digest: str,
+        size: int | None,
+        open_chunks: Callable[[], AbstractContextManager[Iterable[bytes]]],
+        on_chunk: Callable[[int], None] | None,
+        feed: BlobFeed | None,
+    ) -> None:
+        hexd = digest_hex(digest)
+        tmp = self.paths.tmp / f"blob-{hexd}-{os.urandom(4).hex()}"
+        step = f"writing blob {digest} to {tmp}"
+        try:
+            # unbuffered: the extractor following the file sees each chunk once written
+            with self._new_file(tmp, step) as out, open_chunks() as chunks:
+                if feed is not None:
+                    feed.file(tmp)
+                hasher = _sha256()
+                received = 0
+                for chunk in chunks:
+                    received += len(chunk)
+                    if size is not None and received > size:
+                        raise ImageError(f"blob {digest} is larger than its {size} bytes")
+                    hasher.update(chunk)
+                    self._guard(step, _write_all, out, chunk)
+                    if on_chunk is not None:
+                        on_chunk(len(chunk))
                 if size is not None and received != size:
                     raise ImageError(f"blob {digest} has {received} bytes, expected {size}")
                 if hasher.hexdigest() != hexd:
@@ -274,14 +373,45 @@ class Store:
                         f"(content is sha256:{hasher.hexdigest()})",
                         "the data was altered; it was discarded",
                     )
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, final)
-                _fsync_dir(self.paths.blobs)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
-        return final
+                # The bytes are verified: the extractor may finish while this thread makes
+                # them durable.
+                if feed is not None:
+                    feed.done(received)
+                self._guard(step, os.fsync, out)
+            final = self.paths.blobs / hexd
+            step = f"storing blob {digest} as {final}"
+            self._guard(step, os.chmod, tmp, 0o644)
+            self._guard(step, os.replace, tmp, final)
+            self._guard(step, _fsync_dir, self.paths.blobs)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def storage_error(self, step: str, exc: OSError) -> ImageError:
+        """An OSError while writing the store, as an error naming the step (which names the
+        blob or layer and the path) and, for a full file system, what the user can do."""
+        hint = None
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            hint = (f"free space on the file system of {self.paths.data} ('rl image prune' "
+                    "removes unused layers and blobs), or set XDG_DATA_HOME to a larger one")
+        return ImageError(describe_oserror(step, exc), hint)
+
+    def _guard(self, step: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except OSError as exc:
+            raise self.storage_error(step, exc) from None
+
+    @contextlib.contextmanager
+    def _new_file(self, path: Path, step: str) -> Iterator[int]:
+        """An fd of a new file (O_EXCL), closed on exit; OSErrors become storage errors."""
+        fd = self._guard(step, os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                         0o600)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
 
     def import_blob(self, src: IO[bytes], expected: str | None = None) -> tuple[str, int]:
         """Store a blob read from src whose digest is learnt while copying (rl load).
@@ -376,33 +506,60 @@ class Store:
         blob_digest: str,
         notify: Callable[[str], None] | None = None,
         chown: bool = True,
+        *,
+        feed: socket.socket | None = None,
+        blob_size: int | None = None,
     ) -> bool:
-        """Unpack a stored blob as the layer diff_id, unless it is there. Run as root in the
-        user namespace. Returns True when this call extracted it."""
-        from rootless.image.unpack import remove_tree, unpack_layer
+        """Unpack the blob as the layer diff_id, unless it is there. Run as root in the user
+        namespace. Returns True when this call extracted it.
+
+        The blob is read from the store, or with `feed` (blobfeed.py) from the file a puller
+        is still writing; it is then verified against blob_digest and blob_size as it is read.
+        """
+        from rootless.image.blobfeed import DownloadFailed, GrowingBlob
+        from rootless.image.unpack import EntryError, remove_tree, unpack_layer
 
         hexd = digest_hex(diff_id)
         final = self.paths.layers / hexd
-        with self.layer_lock(diff_id):
-            if not final.is_dir():
+        source = GrowingBlob(feed, f"blob {blob_digest}") if feed is not None else None
+        try:
+            with self.layer_lock(diff_id):
+                if final.is_dir():
+                    self._ensure_link(hexd)
+                    return False
                 tmp = self.paths.layers / f".tmp-{hexd}-{os.urandom(4).hex()}"
-                os.mkdir(tmp, 0o755)
+                what = f"unpacking layer {diff_id} (blob {blob_digest}) into {tmp}"
+                self._guard(what, os.mkdir, tmp, 0o755)
                 try:
-                    with self.open_blob(blob_digest) as raw:
-                        result = unpack_layer(raw, compression, tmp, diff_id, chown=chown)
-                    os.rename(tmp, final)
+                    if source is not None:
+                        result = unpack_layer(source, compression, tmp, diff_id, chown=chown,
+                                              blob_digest=blob_digest, blob_size=blob_size)
+                    else:
+                        with self.open_blob(blob_digest) as raw:
+                            result = unpack_layer(raw, compression, tmp, diff_id, chown=chown)
+                    self._guard(what, os.rename, tmp, final)
+                except DownloadFailed:
+                    remove_tree(tmp)
+                    raise  # the puller reports its own error
+                except EntryError as exc:
+                    remove_tree(tmp)
+                    raise self.storage_error(f"{what}: {exc.action}", exc.cause) from None
+                except ImageError as exc:
+                    remove_tree(tmp)
+                    raise ImageError(f"{what}: {exc.message}", exc.hint) from None
                 except BaseException:
                     remove_tree(tmp)
                     raise
-                _write_json(self.paths.layers / f"{hexd}.json", {"size": result.size})
+                self._guard(f"recording layer {diff_id}", _write_json,
+                            self.paths.layers / f"{hexd}.json", {"size": result.size})
                 if notify:
                     for notice in result.notices:
                         notify(f"layer {diff_id[7:19]}: {notice}")
-                extracted = True
-            else:
-                extracted = False
-            self._ensure_link(hexd)
-        return extracted
+                self._ensure_link(hexd)
+                return True
+        finally:
+            if source is not None:
+                source.close()
 
     def _ensure_link(self, hexd: str) -> None:
         link = self.paths.layers / LINK_PREFIX / link_id(hexd)
@@ -682,6 +839,12 @@ class Store:
                         result.bytes_freed += entry.stat().st_size
                         os.unlink(entry.path)
                         result.blobs.append(f"sha256:{entry.name}")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _fsync_dir(path: str | os.PathLike[str]) -> None:

@@ -303,3 +303,96 @@ def test_malicious_layer(tmp_path, layer):
     assert after == {k: v for k, v in before.items() if k != "."}
     assert (sentinel / "file").read_bytes() == b"original"
     assert Path("/etc/passwd").stat().st_nlink == 1
+
+
+# -- the layer stream and the growing blob -------------------------------------------------
+def test_gzip_with_isal_and_with_zlib_give_the_same_bytes():
+    """ISA-L (when installed) and the standard library's zlib both decode every layer: the
+    fallback is not dead code."""
+    import zlib
+
+    from rootless.image.layerstream import Inflater, _zlib_module
+
+    tar = LayerBuilder().file("a", os.urandom(300_000)).file("b", b"b" * 500_000).build()
+    blob = gzip_bytes(tar[:7000]) + gzip_bytes(tar[7000:])  # two members
+    for zmod in {_zlib_module(), zlib}:
+        reader = Inflater(io.BytesIO(blob), zmod)
+        out = b"".join(iter(lambda r=reader: r.read(65536), b""))
+        assert out == tar, zmod
+        with pytest.raises(ImageError, match="truncated"):
+            r = Inflater(io.BytesIO(blob[:-100]), zmod)
+            while r.read(65536):
+                pass
+
+
+def test_layer_stream_reads_exactly_and_only_forward():
+    from rootless.image.layerstream import LayerStream
+
+    data = os.urandom(3 * CHUNK + 123)
+    stream = LayerStream(io.BytesIO(gzip_bytes(data)), "gzip")
+    try:
+        assert stream.read(10) == data[:10]
+        assert stream.read(CHUNK + 5) == data[10:CHUNK + 15]  # across the producer's pieces
+        stream.seek(2 * CHUNK)
+        assert stream.tell() == 2 * CHUNK and stream.read(7) == data[2 * CHUNK:2 * CHUNK + 7]
+        with pytest.raises(ImageError, match="backwards"):
+            stream.seek(0)
+        stream.drain()
+        assert stream.diff_id == sha256_digest(data) and stream.size == len(data)
+    finally:
+        stream.close()
+
+
+def test_layer_stream_verifies_the_blob_digest():
+    from rootless.image.layerstream import LayerStream
+
+    blob = gzip_bytes(b"x" * 100_000)
+    for digest, size, match in ((sha256_digest(b"other"), len(blob), "does not match"),
+                                (sha256_digest(blob), len(blob) + 1, "expected")):
+        stream = LayerStream(io.BytesIO(blob), "gzip", blob_digest=digest, blob_size=size)
+        with pytest.raises(ImageError, match=match):
+            stream.drain()
+        stream.close()
+
+
+def test_growing_blob_follows_the_file_until_done(tmp_path):
+    """The extractor's end of a feed reads a file while another thread still writes it."""
+    import threading
+    import time
+
+    from rootless.image.blobfeed import GrowingBlob, feed_pair
+
+    data = os.urandom(2_000_000)
+    path = tmp_path / "blob"
+    feed, end = feed_pair()
+
+    def writer() -> None:
+        with open(path, "wb", buffering=0) as f:
+            feed.file(path)
+            for i in range(0, len(data), 300_000):
+                f.write(data[i:i + 300_000])
+                time.sleep(0.01)
+        feed.done(len(data))
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    reader = GrowingBlob(end, "blob test")
+    got = b"".join(iter(lambda: reader.read(100_000), b""))
+    thread.join()
+    reader.close()
+    assert got == data
+
+
+def test_growing_blob_stops_when_the_download_fails(tmp_path):
+    from rootless.image.blobfeed import DownloadFailed, GrowingBlob, feed_pair
+
+    path = tmp_path / "blob"
+    path.write_bytes(b"partial")
+    feed, end = feed_pair()
+    feed.file(path)
+    feed.fail()
+    reader = GrowingBlob(end, "blob test")
+    assert reader.read(100) == b"partial"
+    with pytest.raises(DownloadFailed):
+        reader.read(100)
+    reader.close()
