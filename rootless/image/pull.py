@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rootless.errors import ImageError, RlError
-from rootless.image.forked import run_parallel
-from rootless.image.store import LocalImage, Store
+from rootless.image.store import LayerSource, LocalImage, Store
 
 if TYPE_CHECKING:
     from rootless.image.blobfeed import BlobFeed
     from rootless.image.manifest import Descriptor
     from rootless.image.reference import Reference
+    from rootless.image.registry import RetryPolicy
     from rootless.paths import Paths
 
 DOWNLOAD_THREADS = 3
@@ -65,26 +65,30 @@ def pull_image(
     insecure_registries: Sequence[str] = (),
     env: dict[str, str] | None = None,
     progress: Any = None,
+    policy: RetryPolicy | None = None,
 ) -> LocalImage:
-    """Pull ref_text into the store and return the recorded image."""
+    """Pull ref_text into the store and return the recorded image. `policy`: time-outs and
+    retries (registry.py; the default is what the README documents)."""
     from rootless.image.auth import find_credentials
     from rootless.image.manifest import parse_platform, resolve_image
     from rootless.image.progress import PullProgress
     from rootless.image.reference import parse_reference
-    from rootless.image.registry import RegistryClient
+    from rootless.image.registry import DEFAULT_POLICY, RegistryClient
 
     ref = parse_reference(ref_text)
     wanted = parse_platform(platform) if platform else None
     store = store or Store(paths)
     env = dict(os.environ) if env is None else env
     insecure = ref.registry in insecure_registries or ref.api_registry in insecure_registries
+    progress = progress or PullProgress(quiet=quiet)
     client = RegistryClient(
         ref.registry,
         tls_verify=(not insecure) if tls_verify is None else tls_verify,
         insecure=insecure,
         credentials=find_credentials(ref.registry, paths, env),
+        policy=policy or DEFAULT_POLICY,
+        on_retry=lambda attempt, attempts, reason: progress.retry(None, attempt, attempts, reason),
     )
-    progress = progress or PullProgress(quiet=quiet)
     store.ensure_dirs()
     store.clean_tmp()
     try:
@@ -144,19 +148,13 @@ class Unpacker:
                 ends[job.blob_digest] = end
                 self._sockets.append(end)
 
-        def task(job: LayerJob) -> Callable[[], object]:
-            return lambda: store.extract_layer(job.diff_id, job.compression, job.blob_digest,
-                                               notify, feed=ends.get(job.blob_digest),
-                                               blob_size=job.size)
+        sources = [LayerSource(j.diff_id, j.compression, j.blob_digest, j.size,
+                               ends.get(j.blob_digest)) for j in jobs]
 
         def run() -> None:
             store.clean_layer_tmp()
-            workers = min(UNPACK_WORKERS, len(jobs), os.cpu_count() or 1)
-            if workers <= 1:
-                for job in jobs:
-                    task(job)()
-            else:
-                run_parallel([task(job) for job in jobs], workers)
+            store.extract_layers(sources, notify=notify,
+                                 workers=min(UNPACK_WORKERS, len(jobs), os.cpu_count() or 1))
 
         self._started = None
         if jobs:
@@ -233,7 +231,11 @@ def _download(client: Any, ref: Reference, store: Store, missing: list[LayerJob]
         def open_chunks() -> Iterator[Iterator[bytes]]:
             fetched.append(True)
             progress.layer_started(job.blob_digest, job.size)
-            with client.blob_stream(ref.repository, job.blob_digest, job.size) as chunks:
+            def on_retry(attempt: int, attempts: int, reason: str) -> None:
+                progress.retry(job.blob_digest, attempt, attempts, reason)
+
+            with client.blob_stream(ref.repository, job.blob_digest, job.size,
+                                    on_retry) as chunks:
                 yield _until(stop, chunks)
 
         store.ensure_blob(job.blob_digest, job.size, open_chunks,

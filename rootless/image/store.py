@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import os
 import re
@@ -506,60 +507,101 @@ class Store:
         blob_digest: str,
         notify: Callable[[str], None] | None = None,
         chown: bool = True,
-        *,
-        feed: socket.socket | None = None,
-        blob_size: int | None = None,
     ) -> bool:
-        """Unpack the blob as the layer diff_id, unless it is there. Run as root in the user
-        namespace. Returns True when this call extracted it.
+        """Unpack a stored blob as the layer diff_id, unless it is there (extract_layers)."""
+        done = self.extract_layers([LayerSource(diff_id, compression, blob_digest)],
+                                   notify=notify, chown=chown)
+        return bool(done)
 
-        The blob is read from the store, or with `feed` (blobfeed.py) from the file a puller
-        is still writing; it is then verified against blob_digest and blob_size as it is read.
+    def extract_layers(
+        self,
+        layers: list[LayerSource],
+        *,
+        notify: Callable[[str], None] | None = None,
+        chown: bool = True,
+        workers: int = 1,
+    ) -> list[str]:
+        """Unpack the layers that are not in the store yet, all or none. Run as root in the
+        user namespace. Returns the diff_ids this call extracted.
+
+        Every layer's lock is held throughout (taken in diff_id order, so two pulls cannot
+        wait for each other), each layer is extracted into layers/.tmp-HEX-RAND (by up to
+        `workers` forked processes), and only when all succeeded are they renamed into
+        place: a pull that fails half-way leaves no layer behind, not even the ones that
+        were complete. A layer with a `feed` is read from the blob a puller is writing.
         """
-        from rootless.image.blobfeed import DownloadFailed, GrowingBlob
-        from rootless.image.unpack import EntryError, remove_tree, unpack_layer
+        from rootless.image.forked import run_parallel
+        from rootless.image.unpack import remove_tree
 
-        hexd = digest_hex(diff_id)
-        final = self.paths.layers / hexd
-        source = GrowingBlob(feed, f"blob {blob_digest}") if feed is not None else None
-        try:
-            with self.layer_lock(diff_id):
-                if final.is_dir():
+        unique = list({layer.diff_id: layer for layer in layers}.values())
+        pending: list[tuple[LayerSource, Path]] = []
+        with contextlib.ExitStack() as locks:
+            for diff_id in sorted(layer.diff_id for layer in unique):
+                locks.enter_context(self.layer_lock(diff_id))
+            for layer in unique:
+                hexd = digest_hex(layer.diff_id)
+                if (self.paths.layers / hexd).is_dir():
+                    if layer.feed is not None:
+                        layer.feed.close()  # another pull extracted it meanwhile
                     self._ensure_link(hexd)
-                    return False
-                tmp = self.paths.layers / f".tmp-{hexd}-{os.urandom(4).hex()}"
-                what = f"unpacking layer {diff_id} (blob {blob_digest}) into {tmp}"
-                self._guard(what, os.mkdir, tmp, 0o755)
-                try:
-                    if source is not None:
-                        result = unpack_layer(source, compression, tmp, diff_id, chown=chown,
-                                              blob_digest=blob_digest, blob_size=blob_size)
-                    else:
-                        with self.open_blob(blob_digest) as raw:
-                            result = unpack_layer(raw, compression, tmp, diff_id, chown=chown)
-                    self._guard(what, os.rename, tmp, final)
-                except DownloadFailed:
+                    continue
+                pending.append((layer, self.paths.layers / f".tmp-{hexd}-{os.urandom(4).hex()}"))
+            tasks: list[Callable[[], object]] = [
+                functools.partial(self._extract_into, layer, tmp, notify, chown)
+                for layer, tmp in pending]
+            try:
+                if workers <= 1 or len(tasks) <= 1:
+                    for task in tasks:
+                        task()
+                else:
+                    run_parallel(tasks, workers)
+                for layer, tmp in pending:
+                    hexd = digest_hex(layer.diff_id)
+                    what = f"storing layer {layer.diff_id}"
+                    self._guard(what, os.rename, _size_file(tmp), self.paths.layers / f"{hexd}.json")
+                    self._guard(what, os.rename, tmp, self.paths.layers / hexd)
+            except BaseException:
+                for _, tmp in pending:
                     remove_tree(tmp)
-                    raise  # the puller reports its own error
-                except EntryError as exc:
-                    remove_tree(tmp)
-                    raise self.storage_error(f"{what}: {exc.action}", exc.cause) from None
-                except ImageError as exc:
-                    remove_tree(tmp)
-                    raise ImageError(f"{what}: {exc.message}", exc.hint) from None
-                except BaseException:
-                    remove_tree(tmp)
-                    raise
-                self._guard(f"recording layer {diff_id}", _write_json,
-                            self.paths.layers / f"{hexd}.json", {"size": result.size})
-                if notify:
-                    for notice in result.notices:
-                        notify(f"layer {diff_id[7:19]}: {notice}")
-                self._ensure_link(hexd)
-                return True
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(_size_file(tmp))
+                raise
+            for layer, _ in pending:
+                self._ensure_link(digest_hex(layer.diff_id))
+        return [layer.diff_id for layer, _ in pending]
+
+    def _extract_into(self, layer: LayerSource, tmp: Path, notify: Callable[[str], None] | None,
+                      chown: bool) -> None:
+        """Extract one layer into tmp (created here) and write its size beside it."""
+        from rootless.image.blobfeed import DownloadFailed, GrowingBlob
+        from rootless.image.unpack import EntryError, unpack_layer
+
+        what = f"unpacking layer {layer.diff_id} (blob {layer.blob_digest}) into {tmp}"
+        source = GrowingBlob(layer.feed, f"blob {layer.blob_digest}") if layer.feed else None
+        try:
+            self._guard(what, os.mkdir, tmp, 0o755)
+            if source is not None:
+                result = unpack_layer(source, layer.compression, tmp, layer.diff_id, chown=chown,
+                                      blob_digest=layer.blob_digest, blob_size=layer.blob_size)
+            else:
+                with self.open_blob(layer.blob_digest) as raw:
+                    result = unpack_layer(raw, layer.compression, tmp, layer.diff_id, chown=chown)
+            self._guard(f"recording layer {layer.diff_id}", _write_json, _size_file(tmp),
+                        {"size": result.size})
+        except DownloadFailed:
+            raise  # the puller reports its own error
+        except EntryError as exc:
+            raise self.storage_error(f"{what}: {exc.action}", exc.cause) from None
+        except ImageError as exc:
+            if exc.message.startswith(what):
+                raise
+            raise ImageError(f"{what}: {exc.message}", exc.hint) from None
         finally:
             if source is not None:
                 source.close()
+        if notify:
+            for notice in result.notices:
+                notify(f"layer {layer.diff_id[7:19]}: {notice}")
 
     def _ensure_link(self, hexd: str) -> None:
         link = self.paths.layers / LINK_PREFIX / link_id(hexd)
@@ -572,7 +614,8 @@ class Store:
         os.replace(tmp, link)
 
     def clean_layer_tmp(self) -> None:
-        """Remove half-extracted layers whose lock is free. Run as root in the namespace."""
+        """Remove half-extracted layers (and their size files) whose lock is free. Run as
+        root in the namespace."""
         from rootless.image.unpack import remove_tree
 
         with contextlib.suppress(FileNotFoundError):
@@ -580,8 +623,13 @@ class Store:
                 parts = entry.name.split("-")
                 if entry.name.startswith(".tmp-") and len(parts) == 3 and _HEX64.fullmatch(parts[1]):
                     with self._lock(f"layer-{parts[1]}", wait=False) as free:
-                        if free:
+                        if not free:
+                            continue
+                        if entry.is_dir(follow_symlinks=False):
                             remove_tree(entry.path)
+                        else:
+                            with contextlib.suppress(FileNotFoundError):
+                                os.unlink(entry.path)
 
     # -- images ----------------------------------------------------------------------------
     @property
@@ -839,6 +887,26 @@ class Store:
                         result.bytes_freed += entry.stat().st_size
                         os.unlink(entry.path)
                         result.blobs.append(f"sha256:{entry.name}")
+
+
+class LayerSource:
+    """A layer to extract: its diff_id, and the blob it comes from (in the store, or still
+    being written by a puller when `feed` is its extractor's socket: blobfeed.py)."""
+
+    __slots__ = ("diff_id", "compression", "blob_digest", "blob_size", "feed")
+
+    def __init__(self, diff_id: str, compression: str, blob_digest: str,
+                 blob_size: int | None = None, feed: socket.socket | None = None) -> None:
+        self.diff_id = diff_id
+        self.compression = compression
+        self.blob_digest = blob_digest
+        self.blob_size = blob_size
+        self.feed = feed
+
+
+def _size_file(tmp: Path) -> Path:
+    """Where a layer being extracted into tmp records its size until it is renamed."""
+    return tmp.with_name(tmp.name + ".json")
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -134,17 +134,21 @@ PULL_SCRIPT = """
 import sys
 sys.path.insert(0, {repo!r})
 from rootless.image.pull import pull_image
+from rootless.image.registry import RetryPolicy
 from rootless.image.store import Store
 from rootless.paths import Paths
 from pathlib import Path
 p = Path({data!r})
 paths = Paths(p / "data", p / "run", p / "config")
-pull_image({ref!r}, paths=paths, store=Store(paths), tls_verify=False, quiet=False, env={{}})
+pull_image({ref!r}, paths=paths, store=Store(paths), tls_verify=False, quiet=False, env={{}},
+           policy=RetryPolicy(**{policy!r}))
 """
 
 
-def _pull_process(ref: str, root: Path) -> subprocess.Popen[str]:
-    code = PULL_SCRIPT.format(repo=str(REPO), data=str(root), ref=ref)
+def _pull_process(ref: str, root: Path, **policy: float) -> subprocess.Popen[str]:
+    """pull_image in a process of its own (the test process has server threads: a pull
+    forks, and must do so from a single-threaded process)."""
+    code = PULL_SCRIPT.format(repo=str(REPO), data=str(root), ref=ref, policy=policy)
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -168,7 +172,7 @@ def test_concurrent_pulls_download_each_blob_once(registry, tmp_path):
     stored_blobs_verify(paths)
 
 
-def _push_big_image(registry, size: int) -> str:
+def _push_big_image(registry, size: int, name: str = "big") -> str:
     """An image with one uncompressed layer of `size` random bytes; returns its reference."""
     from rootless.image import mediatypes as mt
     from rootless.image.registry import RegistryClient
@@ -190,10 +194,10 @@ def _push_big_image(registry, size: int) -> str:
         "layers": [{"mediaType": mt.OCI_LAYER_TAR, "digest": digest, "size": len(layer)}],
     }).encode()
     with RegistryClient(registry.url_host, insecure=True) as client:
-        client.push_blob("rltest/big", layer, digest)
-        client.push_blob("rltest/big", config, sha256_digest(config))
-        client.push_manifest("rltest/big", "latest", manifest, mt.OCI_MANIFEST)
-    return f"{registry.url_host}/rltest/big"
+        client.push_blob(f"rltest/{name}", layer, digest)
+        client.push_blob(f"rltest/{name}", config, sha256_digest(config))
+        client.push_manifest(f"rltest/{name}", "latest", manifest, mt.OCI_MANIFEST)
+    return f"{registry.url_host}/rltest/{name}"
 
 
 def _assert_nothing_visible(paths: Paths) -> None:
@@ -329,3 +333,125 @@ def test_pulled_image_with_thousands_of_directories_matches_its_layer(registry, 
     # and inside a directory the image gives to 1000 alone (mode 0700, owner 1000)
     r = rl("run", "--rm", "--network", "none", "-u", "1000", ref, "ls", "/tree/g000/d00013")
     assert r.returncode == 0, r.stderr
+
+
+# -- a registry that stalls, cuts and resets (issue 13 item 8) ---------------------------------
+# Short time-outs, so that each case takes seconds; the defaults are checked by arithmetic.
+FAST = {"connect_timeout": 2.0, "read_timeout": 2.0, "backoff": 0.05, "budget": 5.0,
+        "resumes": 5}
+LAYER = 8 << 20
+
+
+def test_the_default_policy_gives_up_within_a_minute():
+    from rootless.image.registry import DEFAULT_POLICY, RetryPolicy
+
+    assert 40 < DEFAULT_POLICY.worst_case() < 60
+    assert RetryPolicy(**FAST).worst_case() < 15
+
+
+@pytest.fixture
+def proxy(registry):
+    from tests.registry_fixtures import FaultProxy
+
+    with FaultProxy(registry.url_host) as p:
+        yield p
+
+
+def _proxied_big(registry, proxy) -> tuple[str, str]:
+    """(reference through the proxy, layer blob digest) of an 8 MB uncompressed layer."""
+    ref = _push_big_image(registry, LAYER, "faulty")
+    from rootless.image.manifest import resolve_image
+    from rootless.image.reference import parse_reference
+    from rootless.image.registry import RegistryClient
+
+    with RegistryClient(registry.url_host, insecure=True) as client:
+        resolved = resolve_image(client, parse_reference(ref))
+    return ref.replace(registry.url_host, proxy.url_host), resolved.layers[0].digest
+
+
+@pytest.mark.parametrize("kind", ["stall_body", "cut", "reset"])
+def test_a_broken_layer_download_is_resumed(registry, proxy, tmp_path, kind):
+    """The blob download breaks after 3 MB (stalls, closes, resets): rl asks for the rest
+    with a Range request, says so on the progress line, and the layer is whole. While the
+    download is stalled, the unpacker has already written part of the layer: they overlap."""
+    from tests.registry_fixtures import Fault
+
+    ref, digest = _proxied_big(registry, proxy)
+    proxy.add(Fault(kind, match=f"/blobs/{digest}", after=3 << 20))
+    proc = _pull_process(ref, tmp_path, **FAST)
+    layers = tmp_path / "data" / "layers"
+    seen = 0
+    while proc.poll() is None and kind == "stall_body" and not seen:
+        for tmp in layers.glob(".tmp-*/big.bin") if layers.exists() else []:
+            seen = max(seen, tmp.stat().st_size)
+        time.sleep(0.01)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    if kind == "stall_body":
+        assert seen > 0, "nothing was unpacked while the download was stalled"
+    blob_requests = [r for r in proxy.requests if r.path.endswith(digest) and r.method == "GET"]
+    assert len(blob_requests) == 2, blob_requests
+    assert "Range" not in blob_requests[0].headers
+    assert blob_requests[1].headers["Range"].startswith("bytes=")
+    assert blob_requests[1].headers["Range"] != "bytes=0-"
+    assert f"Copying blob {digest[7:19]} retrying (2/6)" in err, err
+    paths = Paths(tmp_path / "data", tmp_path / "run", tmp_path / "config")
+    (image,) = Store(paths).list_images()
+    assert (image.layer_dirs(Store(paths))[0] / "big.bin").stat().st_size == LAYER
+    stored_blobs_verify(paths)
+
+
+def test_a_registry_that_ignores_range_is_read_again_from_the_start(registry, proxy, tmp_path):
+    from tests.registry_fixtures import Fault
+
+    ref, digest = _proxied_big(registry, proxy)
+    proxy.add(Fault("cut", match=f"/blobs/{digest}", after=3 << 20),
+              Fault("strip_range", match=f"/blobs/{digest}"))
+    proc = _pull_process(ref, tmp_path, **FAST)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert [r.fault for r in proxy.requests if r.path.endswith(digest)] == ["cut", "strip_range"]
+    paths = Paths(tmp_path / "data", tmp_path / "run", tmp_path / "config")
+    (image,) = Store(paths).list_images()
+    assert (image.layer_dirs(Store(paths))[0] / "big.bin").stat().st_size == LAYER
+    stored_blobs_verify(paths)
+
+
+def _assert_nothing_half_pulled(tmp_path: Path) -> None:
+    paths = Paths(tmp_path / "data", tmp_path / "run", tmp_path / "config")
+    _assert_nothing_visible(paths)
+    assert list(paths.tmp.iterdir()) == []
+    assert [p.name for p in paths.layers.iterdir() if p.name.startswith(".tmp-")] == []
+
+
+@pytest.mark.parametrize("where", ["/v2/", "/blobs/"])
+def test_a_registry_that_never_answers_fails_quickly(registry, proxy, tmp_path, where):
+    """It accepts the connection and says nothing: at first (every request), or for the
+    layer only. The pull gives up within the policy's bound, naming the registry."""
+    from rootless.image.registry import RetryPolicy
+    from tests.registry_fixtures import Fault
+
+    ref, _ = _proxied_big(registry, proxy)
+    proxy.add(Fault("stall", match=where, times=1000))
+    started = time.monotonic()
+    proc = _pull_process(ref, tmp_path, **FAST)
+    _, err = proc.communicate(timeout=120)
+    elapsed = time.monotonic() - started
+    assert proc.returncode != 0
+    assert f"registry {proxy.url_host} sent nothing for 2 s" in err, err
+    assert "Traceback" not in err.split("ImageError")[0] or "RegistryError" in err
+    assert elapsed < RetryPolicy(**FAST).worst_case() + 10, elapsed
+    assert "retrying (2/4)" in err or "Retrying (2/4)" in err, err
+    _assert_nothing_half_pulled(tmp_path)
+
+
+def test_a_download_cut_every_time_fails_leaving_nothing(registry, proxy, tmp_path):
+    from tests.registry_fixtures import Fault
+
+    ref, digest = _proxied_big(registry, proxy)
+    proxy.add(Fault("cut", match=f"/blobs/{digest}", after=1 << 20, times=1000))
+    proc = _pull_process(ref, tmp_path, **FAST)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "the download broke off after" in err and "(6 attempts)" in err, err
+    _assert_nothing_half_pulled(tmp_path)
