@@ -567,7 +567,8 @@ class Store:
                         os.unlink(_size_file(tmp))
                 raise
             for layer, _ in pending:
-                self._ensure_link(digest_hex(layer.diff_id))
+                self._guard(f"linking layer {layer.diff_id}", self._ensure_link,
+                            digest_hex(layer.diff_id))
         return [layer.diff_id for layer, _ in pending]
 
     def _extract_into(self, layer: LayerSource, tmp: Path, notify: Callable[[str], None] | None,
@@ -650,7 +651,8 @@ class Store:
         return {str(k): str(v) for k, v in names.items()}
 
     def _write_index(self, names: dict[str, str]) -> None:
-        _write_json(self._index_file, {"names": dict(sorted(names.items()))})
+        self._guard(f"writing the image index {self._index_file}", _write_json,
+                    self._index_file, {"names": dict(sorted(names.items()))})
 
     def _record_path(self, manifest_digest: str) -> str:
         return os.path.join(self.paths.data_dir, "images", f"{digest_hex(manifest_digest)}.json")
@@ -698,7 +700,8 @@ class Store:
             for name in names:
                 index[name] = manifest_digest
             record.names = self._names_by_manifest(index).get(manifest_digest, [])
-            _write_json(self._record_path(manifest_digest), record.to_json())
+            self._guard(f"recording image {manifest_digest}", _write_json,
+                        self._record_path(manifest_digest), record.to_json())
             self._write_index(index)
         return record
 
@@ -825,7 +828,8 @@ class Store:
             data = self._read_record(image.manifest_digest)
             if data is not None:
                 data["names"] = sorted(self._names_by_manifest(index).get(image.manifest_digest, []))
-                _write_json(self._record_path(image.manifest_digest), data)
+                self._guard(f"recording image {image.manifest_digest}", _write_json,
+                            self._record_path(image.manifest_digest), data)
 
     def tag(self, image: LocalImage, name: str) -> None:
         with self._lock("images"):

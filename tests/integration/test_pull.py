@@ -455,3 +455,63 @@ def test_a_download_cut_every_time_fails_leaving_nothing(registry, proxy, tmp_pa
     assert proc.returncode != 0
     assert "the download broke off after" in err and "(6 attempts)" in err, err
     _assert_nothing_half_pulled(tmp_path)
+
+
+# -- a full file system (issue 13 item 10) -------------------------------------------------
+def _push_zeros_image(registry, size: int) -> str:
+    """One gzip layer holding `size` zero bytes: a tiny blob, a big layer."""
+    from rootless.image import mediatypes as mt
+    from rootless.image.registry import RegistryClient
+    from tests.layer_fixtures import LayerBuilder, gzip_bytes
+
+    tar = LayerBuilder().file("zeros.bin", bytes(size)).build()
+    blob = gzip_bytes(tar)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [sha256_digest(tar)]}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+        "config": {"mediaType": mt.OCI_CONFIG, "digest": sha256_digest(config),
+                   "size": len(config)},
+        "layers": [{"mediaType": mt.OCI_LAYER_GZIP, "digest": sha256_digest(blob),
+                    "size": len(blob)}],
+    }).encode()
+    with RegistryClient(registry.url_host, insecure=True) as client:
+        client.push_blob("rltest/zeros", blob, sha256_digest(blob))
+        client.push_blob("rltest/zeros", config, sha256_digest(config))
+        client.push_manifest("rltest/zeros", "latest", manifest, mt.OCI_MANIFEST)
+    return f"{registry.url_host}/rltest/zeros"
+
+
+@pytest.mark.parametrize("image, size, step", [
+    ("faulty", "2m", "writing blob sha256:"),   # an 8 MB blob does not fit
+    ("zeros", "6m", "unpacking layer sha256:"),  # its 16 kB blob fits, its 16 MB layer not
+])
+def test_a_full_file_system_names_the_blob_or_layer_and_the_path(registry, rl, tmp_path, image,
+                                                                  size, step):
+    """The data directory on a small tmpfs (mounted in a user namespace where rl runs as
+    root: an unprivileged user may mount tmpfs there): ENOSPC is an Error naming the blob or
+    layer and the path, with a hint, and the store holds nothing half-pulled."""
+    from tests.conftest import need_tool
+
+    need_tool("unshare")
+    need_tool("newuidmap")
+    ref = (_push_big_image(registry, LAYER, "faulty") if image == "faulty"
+           else _push_zeros_image(registry, 16 << 20))
+    data = tmp_path / "small"
+    data.mkdir()
+    script = (f'mount -t tmpfs -o size={size} tmpfs "$D" || exit 99; '
+              f'"$RL" pull --tls-verify=false {ref}; echo "status=$?"; '
+              'echo "tmp=[$(ls -A "$D/rootless/tmp")] layers=[$(ls -A "$D/rootless/layers")]"; '
+              'echo "images=[$("$RL" images -q)]"')
+    r = subprocess.run(["unshare", "--map-auto", "--map-root-user", "--mount", "sh", "-c", script],
+                       env=dict(rl.env, D=str(data), RL=rl.exe, XDG_DATA_HOME=str(data)),
+                       capture_output=True, text=True, timeout=120)
+    assert "status=125" in r.stdout, r.stdout + r.stderr
+    error = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1, r.stderr
+    assert error[0].startswith(f"Error: {step}"), error
+    assert str(data / "rootless") in error[0] and error[0].endswith("(ENOSPC)"), error
+    assert f"Hint: free space on the file system of {data / 'rootless'}" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert "tmp=[] layers=[l]" in r.stdout, r.stdout
+    assert "images=[]" in r.stdout, r.stdout
