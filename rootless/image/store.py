@@ -479,9 +479,13 @@ class Store:
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(entry.path)
                 continue
-            with contextlib.suppress(OSError):
+            try:  # anything else: removed once stale (a crashed `rl load`'s import file)
                 if now - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS:
                     os.unlink(entry.path)
+            except FileNotFoundError:
+                pass  # its owner removed it meanwhile
+            except OSError as exc:
+                raise self.storage_error(f"cleaning up {entry.path}", exc) from None
 
     # -- layers ----------------------------------------------------------------------------
     def layer_dir(self, diff_id: str) -> Path:
@@ -494,11 +498,18 @@ class Store:
         return self.layer_dir(diff_id).is_dir() and (self.paths.layers / self.layer_link(diff_id)).is_symlink()
 
     def layer_size(self, diff_id: str) -> int:
+        """The layer's uncompressed size, 0 when it has no record (a layer being removed)."""
+        path = self.paths.layers / f"{digest_hex(diff_id)}.json"
         try:
-            data = json.loads((self.paths.layers / f"{digest_hex(diff_id)}.json").read_text())
+            data = json.loads(path.read_text())
             return int(data.get("size", 0))
-        except (OSError, ValueError):
+        except FileNotFoundError:
             return 0
+        except OSError as exc:
+            raise self.storage_error(f"reading layer record {path}", exc) from None
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise ImageError(f"reading layer record {path}: not a size record ({exc})",
+                             "remove the image and pull it again") from None
 
     def extract_layer(
         self,
@@ -607,9 +618,14 @@ class Store:
     def _ensure_link(self, hexd: str) -> None:
         link = self.paths.layers / LINK_PREFIX / link_id(hexd)
         target = f"../{hexd}"
-        with contextlib.suppress(OSError):
+        try:
             if os.readlink(link) == target:
                 return
+        except FileNotFoundError:
+            pass  # no link yet
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: not a symlink, replaced below
+                raise
         tmp = link.with_name(f".tmp-{link.name}-{os.urandom(4).hex()}")
         os.symlink(target, tmp)
         os.replace(tmp, link)
@@ -715,8 +731,8 @@ class Store:
         out = []
         try:
             files = sorted(self.paths.images.glob("*.json"))
-        except OSError:
-            return []
+        except FileNotFoundError:
+            return []  # no store yet
         for f in files:
             if not _HEX64.fullmatch(f.stem):
                 continue
