@@ -7,6 +7,7 @@ unless the helpers are there but broken, which `rl run` cannot work around.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -17,7 +18,7 @@ SUBGID_FILE = "/etc/subgid"
 
 
 def _files(host: Host) -> tuple[str, str]:
-    # The same variables rootless.runtime.userns honours, so the check sees what rl run sees.
+    # The same variables rootless.primitives.userns honours, so the check sees what rl run sees.
     return (host.env.get("RL_SUBUID_FILE", SUBUID_FILE),
             host.env.get("RL_SUBGID_FILE", SUBGID_FILE))
 
@@ -71,7 +72,10 @@ def _privileged(path: str) -> str | None:
     try:
         os.getxattr(path, "security.capability")
         return "file capabilities"
-    except OSError:
+    except OSError as exc:
+        # ENODATA: no capabilities; ENOTSUP: a filesystem without xattrs cannot hold any.
+        if exc.errno not in (errno.ENODATA, errno.ENOTSUP):
+            raise
         return None
 
 

@@ -21,7 +21,7 @@ class ForkedTask:
     """A task running in a child process; wait() raises its failure as ImageError."""
 
     def __init__(self, task: Callable[[], object], name: str = "rl:[worker]") -> None:
-        from rootless.runtime.channel import error_message
+        from rootless.primitives.channel import error_message
 
         r, w = os.pipe2(os.O_CLOEXEC)
         sys.stdout.flush()

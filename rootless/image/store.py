@@ -192,7 +192,7 @@ def _default_as_root(paths: Paths) -> AsRoot:
         if os.getuid() == 0:
             fn()  # real root: the image's owners are the host's ids
             return
-        from rootless.runtime.userns import run_in_userns
+        from rootless.primitives.userns import run_in_userns
 
         run_in_userns(fn, paths=paths, name=name)
 
@@ -205,7 +205,7 @@ def _default_start_as_root(paths: Paths) -> StartAsRoot:
             from rootless.image.forked import ForkedTask
 
             return ForkedTask(fn, name)  # real root: no namespace, but beside the caller
-        from rootless.runtime.userns import start_in_userns
+        from rootless.primitives.userns import start_in_userns
 
         return start_in_userns(fn, paths=paths, name=name)
 

@@ -37,8 +37,14 @@ from rootless.fileio import read_or_empty
 from rootless.kernel import constants as k
 from rootless.kernel import libc
 from rootless.paths import Paths
-from rootless.runtime.channel import Channel, error_message, raise_error
-from rootless.runtime.container import DEFAULT_PATH, ContainerSetup, container_main
+from rootless.primitives.channel import Channel, error_message, raise_error
+from rootless.primitives.userns import apply_mapping, become_root, default_mapping, unshare_user
+from rootless.runtime.container import (
+    DEFAULT_PATH,
+    ContainerSetup,
+    container_main,
+    workdir_creation,
+)
 from rootless.runtime.mounts import plan_mounts
 from rootless.runtime.proc import FORWARDED
 from rootless.runtime.storage import (
@@ -48,7 +54,6 @@ from rootless.runtime.storage import (
     new_container_id,
     remove_tree_as_root,
 )
-from rootless.runtime.userns import apply_mapping, become_root, default_mapping, unshare_user
 from rootless.spec import RunSpec
 
 # typing is imported for annotations only: importing it costs ~4 ms of `rl run`'s start-up.
@@ -146,7 +151,7 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
         readonly_paths: list[str] = []
         extra_mounts: list[Any] = []
         if plan_security is not None:
-            security = plan_security(spec)
+            security = plan_security(spec, log=log)
             masked, readonly_paths = security.masked_paths(), security.readonly_paths()
             extra_mounts = security.extra_mounts(dirs)
         cgroup = None
@@ -184,6 +189,7 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
             command=command,
             env=env,
             workdir=spec.workdir or source.workdir or None,
+            create_workdir=workdir_creation(spec.workdir, source.workdir, spec.volumes),
             user=spec.user or source.user or None,
             tty=spec.tty,
             winsize=size,
@@ -636,7 +642,7 @@ def cleanup(p: Prepared, log: Log, exit_code: int | None) -> None:
         return
     # Files of subordinate ids remain (the helper could not finish): remove them as root of
     # a new user namespace with the same mapping.
-    from rootless.runtime.userns import run_in_userns
+    from rootless.primitives.userns import run_in_userns
 
     root = p.dirs.root
     try:

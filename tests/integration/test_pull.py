@@ -99,7 +99,7 @@ def test_nonroot_owners_and_config(registry, paths):
     if os.getuid() == 0:
         assert st.st_uid == 1000
     else:
-        from rootless.runtime.userns import default_mapping
+        from rootless.primitives.userns import default_mapping
 
         mapping, _ = default_mapping()
         assert st.st_uid == mapping.container_uid_to_host(1000)
@@ -300,7 +300,7 @@ def test_pulled_image_with_thousands_of_directories_matches_its_layer(registry, 
     import resource
 
     from rootless.image.registry import RegistryClient
-    from rootless.runtime.userns import default_mapping, run_in_userns
+    from rootless.primitives.userns import default_mapping, run_in_userns
     from tests.conftest import need
     from tests.layer_fixtures import tar_mismatches
     from tests.registry_fixtures import load_image_builder

@@ -38,7 +38,7 @@ def unpack(data: bytes, dest: Path, compression: str = "none", diff_id: str | No
     dest.mkdir(parents=True, exist_ok=True)
     if ROOT:
         return unpack_layer(io.BytesIO(data), compression, dest, diff_id).notices
-    from rootless.runtime.userns import run_in_userns
+    from rootless.primitives.userns import run_in_userns
 
     out = dest.parent / (dest.name + ".result")
 
@@ -117,7 +117,7 @@ def test_owners_land_on_mapped_ids(tmp_path):
     if ROOT:
         assert (st.st_uid, st.st_gid) == (33, 33)
     else:
-        from rootless.runtime.userns import default_mapping
+        from rootless.primitives.userns import default_mapping
 
         mapping, _ = default_mapping()
         if mapping.mode == "single":
@@ -130,7 +130,7 @@ def in_layer_namespace(fn, out: Path):
     if ROOT:
         return fn()
 
-    from rootless.runtime.userns import run_in_userns
+    from rootless.primitives.userns import run_in_userns
 
     def child() -> None:
         out.write_text(json.dumps(fn()))
@@ -146,7 +146,7 @@ def test_thousands_of_directories_keep_mode_owner_and_mtime(tmp_path):
     limit of the shell that started it."""
     import resource
 
-    from rootless.runtime.userns import default_mapping
+    from rootless.primitives.userns import default_mapping
 
     need(ROOT or default_mapping()[0].mode != "single",
          "owners 33 and 1000 need a subordinate id range (/etc/subuid)")
