@@ -192,11 +192,23 @@ class Bench:
             self.remove(d)
             return t
 
+        def tar_xzf_topdir() -> float:
+            # rl's layers/ is chattr +T (store.mark_layer_root): the same placement for tar,
+            # to show how much of the difference is that alone
+            d = tempfile.mkdtemp(dir=self.work)
+            subprocess.run(["chattr", "+T", d], stderr=subprocess.DEVNULL)
+            os.mkdir(os.path.join(d, "x"))
+            t = timed(["tar", "-xzf", str(blob), "-C", os.path.join(d, "x")])
+            self.remove(d)
+            return t
+
         cmds: dict[str, Callable[[], float]] = {
             "rl pull (single layer, empty store)": lambda: self.rl_pull(ref)}
         if have("podman"):
             cmds["podman pull (single layer, empty store)"] = lambda: self.podman_pull(ref)
         cmds["tar -xzf (the same layer, empty dir)"] = tar_xzf
+        if have("chattr"):
+            cmds["tar -xzf (into a new dir below a +T dir)"] = tar_xzf_topdir
         samples: dict[str, list[float]] = {}
         reference = "podman pull (single layer, empty store)" if have("podman") else list(cmds)[-1]
         compare("single-layer pull", cmds, max(3, self.runs // 2), reference, samples)

@@ -11,7 +11,8 @@ unpacking alike):
   4. child:  setresgid/setresuid(0): it is now root over its namespace's resources.
 
 unshare(CLONE_NEWUSER) is refused in a multi-threaded process (EINVAL), so the fork must happen
-from a single-threaded point: join download threads first.
+from a single-threaded point: `rl pull` starts its unpacking child before any download
+thread (start_in_userns), then downloads while it runs.
 """
 
 from __future__ import annotations
