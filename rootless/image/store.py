@@ -64,6 +64,15 @@ _FS_IOC_GETFLAGS = 0x80086601
 _FS_IOC_SETFLAGS = 0x40086602
 _FS_TOPDIR_FL = 0x00020000
 
+def _bulk_sha256() -> Any:
+    """OpenSSL's sha256 (hashlib), for blobs: about ten times faster than the built-in one
+    _sha256() uses on these machines (SHA extensions), and it releases the GIL. Only the
+    download and import paths pay for importing it."""
+    import hashlib
+
+    return hashlib.sha256()
+
+
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 STALE_SECONDS = 3600
@@ -356,7 +365,7 @@ class Store:
             with self._new_file(tmp, step) as out, open_chunks() as chunks:
                 if feed is not None:
                     feed.file(tmp)
-                hasher = _sha256()
+                hasher = _bulk_sha256()
                 received = 0
                 for chunk in chunks:
                     received += len(chunk)
@@ -422,7 +431,7 @@ class Store:
         self.ensure_dirs()
         tmp = self.paths.tmp / f"import-{os.getpid()}-{os.urandom(4).hex()}"
         try:
-            hasher = _sha256()
+            hasher = _bulk_sha256()
             size = 0
             with open(tmp, "xb") as out:
                 while chunk := src.read(_COPY_CHUNK):
