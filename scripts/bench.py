@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """rl's benchmarks: whole-process timings against baselines measured in the same run.
 
-    scripts/bench.py [--runs N] [SECTION ...]      sections: startup seccomp pull lifecycle network
+    scripts/bench.py [--runs N] [SECTION ...]      sections: startup seccomp pull pull_single lifecycle network
+                                                   (pull includes pull_single)
 
 Run as an unprivileged user with `rl` on PATH (as root it re-runs itself as RL_BENCH_USER,
 default rltest, the user scripts/test.sh creates). Timings on shared VMs are noisy: commands
@@ -36,7 +37,8 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     return elapsed
 
 
-def compare(label: str, commands: dict[str, Callable[[], float]], runs: int, reference: str) -> dict[str, float]:
+def compare(label: str, commands: dict[str, Callable[[], float]], runs: int, reference: str,
+            samples_out: dict[str, list[float]] | None = None) -> dict[str, float]:
     """Interleave the commands `runs` times (after one warm-up each); print medians, the ratio
     of medians, and the median of the ratios pair by pair (each run against the reference run
     of the same round), which holds better when the machine's speed drifts."""
@@ -46,6 +48,8 @@ def compare(label: str, commands: dict[str, Callable[[], float]], runs: int, ref
     for _ in range(runs):
         for name, fn in commands.items():
             samples[name].append(fn())
+    if samples_out is not None:
+        samples_out.update(samples)
     medians = {name: statistics.median(v) for name, v in samples.items()}
     print(f"\n## {label} (median of {runs}; ratios to {reference}: of medians / paired)")
     for name, med in medians.items():
@@ -55,6 +59,15 @@ def compare(label: str, commands: dict[str, Callable[[], float]], runs: int, ref
         print(f"  {name:<40} {med * 1000:9.1f} ms   [{lo * 1000:.1f}–{hi * 1000:.1f}]"
               f"   ×{ratio:.3f} / ×{paired:.3f}")
     return medians
+
+
+def ratios_to(samples: dict[str, list[float]], reference: str) -> None:
+    """Samples of one compare() against another reference measured in the same rounds."""
+    ref = samples[reference]
+    for name, values in samples.items():
+        med = statistics.median(values)
+        paired = statistics.median(a / b for a, b in zip(values, ref, strict=True))
+        print(f"  {name:<40} {med * 1000:9.1f} ms   ×{med / statistics.median(ref):.3f} / ×{paired:.3f}")
 
 
 def have(tool: str) -> bool:
@@ -147,30 +160,90 @@ class Bench:
 
     def pull(self) -> None:
         reg = self.start_registry()
-        image = f"{reg}/rltest/big:latest"
         self.push_big_image(reg)
-
-        def rl_pull() -> float:
-            d = tempfile.mkdtemp(dir=self.work)
-            env = dict(self.env, XDG_DATA_HOME=d)
-            t = timed(self.rl("pull", "-q", "--tls-verify=false", image), env)
-            subprocess.run(self.rl("rmi", "-f", image), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            subprocess.run(["rl", "image", "prune"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            shutil.rmtree(d, ignore_errors=True)
-            return t
-
-        def podman_pull() -> float:
-            d = tempfile.mkdtemp(dir=self.work)
-            root, runroot = os.path.join(d, "root"), os.path.join(d, "runroot")
-            base = [*PODMAN, "--root", root, "--runroot", runroot, "--storage-driver", "overlay"]
-            t = timed([*base, "pull", "-q", "--tls-verify=false", image])
-            subprocess.run(["podman", "unshare", "rm", "-rf", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            return t
-
-        cmds: dict[str, Callable[[], float]] = {"rl pull (~100 MB, 4 layers, empty store)": rl_pull}
+        cmds: dict[str, Callable[[], float]] = {
+            "rl pull (~100 MB, 4 layers, empty store)": lambda: self.rl_pull(f"{reg}/rltest/big:latest")}
         if have("podman"):
-            cmds["podman pull (~100 MB, 4 layers, empty store)"] = podman_pull
+            cmds["podman pull (~100 MB, 4 layers, empty store)"] = lambda: self.podman_pull(f"{reg}/rltest/big:latest")
         compare("pull and unpack", cmds, max(3, self.runs // 3), list(cmds)[-1])
+        self.pull_single(reg)
+
+    def pull_single(self, reg: str | None = None) -> None:
+        """Issue 12 item 9: a single-layer image (~50 MB, ~3,500 entries, the shape of a
+        distribution's base layer), rl pull against podman pull and against `tar -xzf` of
+        the same gzip layer into an empty directory, each from an empty store, same disk."""
+        reg = reg or self.start_registry()
+        bti = self.image_builder()
+        from rootless.image.registry import RegistryClient
+
+        image = bti.single_layer_image()
+        (layer,) = image.layers
+        blob = self.work / "single-layer.tar.gz"
+        blob.write_bytes(layer.blob)
+        with RegistryClient(reg, insecure=True) as client:
+            bti.push_image(client, "rltest/single", "latest", image)
+        ref = f"{reg}/rltest/single:latest"
+        print(f"\n  single layer: {len(layer.blob) / 1e6:.1f} MB gzip, "
+              f"{self.layer_size(layer.blob) / 1e6:.1f} MB tar")
+
+        def tar_xzf() -> float:
+            d = tempfile.mkdtemp(dir=self.work)
+            t = timed(["tar", "-xzf", str(blob), "-C", d])
+            self.remove(d)
+            return t
+
+        def tar_xzf_topdir() -> float:
+            # rl's layers/ is chattr +T (store.mark_layer_root): the same placement for tar,
+            # to show how much of the difference is that alone
+            d = tempfile.mkdtemp(dir=self.work)
+            subprocess.run(["chattr", "+T", d], stderr=subprocess.DEVNULL)
+            os.mkdir(os.path.join(d, "x"))
+            t = timed(["tar", "-xzf", str(blob), "-C", os.path.join(d, "x")])
+            self.remove(d)
+            return t
+
+        cmds: dict[str, Callable[[], float]] = {
+            "rl pull (single layer, empty store)": lambda: self.rl_pull(ref)}
+        if have("podman"):
+            cmds["podman pull (single layer, empty store)"] = lambda: self.podman_pull(ref)
+        cmds["tar -xzf (the same layer, empty dir)"] = tar_xzf
+        if have("chattr"):
+            cmds["tar -xzf (into a new dir below a +T dir)"] = tar_xzf_topdir
+        samples: dict[str, list[float]] = {}
+        reference = "podman pull (single layer, empty store)" if have("podman") else list(cmds)[-1]
+        compare("single-layer pull", cmds, max(3, self.runs // 2), reference, samples)
+        print("  the same rounds against tar -xzf (of medians / paired):")
+        ratios_to(samples, "tar -xzf (the same layer, empty dir)")
+
+    def rl_pull(self, image: str) -> float:
+        d = tempfile.mkdtemp(dir=self.work)
+        env = dict(self.env, XDG_DATA_HOME=d)
+        t = timed(self.rl("pull", "-q", "--tls-verify=false", image), env)
+        subprocess.run(self.rl("rmi", "-f", image), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["rl", "image", "prune"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.remove(d)
+        return t
+
+    def podman_pull(self, image: str) -> float:
+        d = tempfile.mkdtemp(dir=self.work)
+        root, runroot = os.path.join(d, "root"), os.path.join(d, "runroot")
+        base = [*PODMAN, "--root", root, "--runroot", runroot, "--storage-driver", "overlay"]
+        t = timed([*base, "pull", "-q", "--tls-verify=false", image])
+        self.remove(d)
+        return t
+
+    def remove(self, d: str) -> None:
+        """Remove a store or tree (subordinate owners need the user namespace); every
+        measured command starts on the same disk state: right after such a removal."""
+        if have("podman"):
+            subprocess.run(["podman", "unshare", "rm", "-rf", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(d, ignore_errors=True)
+
+    @staticmethod
+    def layer_size(blob: bytes) -> int:
+        import zlib
+
+        return len(zlib.decompress(blob, wbits=31))
 
     def push_big_image(self, reg: str) -> None:
         """A ~100 MB image (~30 MB compressed): several layers of real files (the host's /usr/lib/python3, /usr/share
@@ -178,6 +251,12 @@ class Bench:
         if getattr(self, "_big_pushed", False):
             return
         self._big_pushed = True
+        self.image_builder().push_big_image(reg, insecure=True)
+
+    def image_builder(self):  # noqa: ANN201 - a module loaded from a path
+        """scripts/build_test_images.py as a module (scripts/ is not a package)."""
+        if "build_test_images" in sys.modules:
+            return sys.modules["build_test_images"]
         sys.path.insert(0, str(REPO))
         import importlib.util
 
@@ -186,7 +265,7 @@ class Bench:
         bti = importlib.util.module_from_spec(spec)
         sys.modules["build_test_images"] = bti  # dataclasses look their module up there
         spec.loader.exec_module(bti)
-        bti.push_big_image(reg, insecure=True)
+        return bti
 
     def lifecycle(self) -> None:
         bb = str(self.rootfs)

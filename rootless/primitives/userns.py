@@ -11,7 +11,8 @@ unpacking alike):
   4. child:  setresgid/setresuid(0): it is now root over its namespace's resources.
 
 unshare(CLONE_NEWUSER) is refused in a multi-threaded process (EINVAL), so the fork must happen
-from a single-threaded point: join download threads first.
+from a single-threaded point: `rl pull` starts its unpacking child before any download
+thread (start_in_userns), then downloads while it runs.
 """
 
 from __future__ import annotations
@@ -142,6 +143,40 @@ def run_in_userns(
     fn runs in a forked child; an RlError or OSError it raises is re-raised here with the same
     message and hint. Call from a single-threaded point only.
     """
+    start_in_userns(fn, paths=paths, name=name, mapping=mapping, helpers=helpers).wait()
+
+
+class UsernsChild:
+    """A child started by start_in_userns, running fn() as root in its namespace."""
+
+    def __init__(self, pid: int, channel: Channel, name: str) -> None:
+        self.pid = pid
+        self.name = name
+        self._channel = channel
+
+    def wait(self) -> None:
+        """Wait for fn() to return; re-raise what it raised (see run_in_userns)."""
+        try:
+            msg = self._channel.recv()
+            if msg and msg.get("op") == "error":
+                raise_error(msg)
+        finally:
+            self._channel.close()
+            _, status = os.waitpid(self.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SetupError(f"{self.name} exited with status {os.waitstatus_to_exitcode(status)}")
+
+
+def start_in_userns(
+    fn: Callable[[], None],
+    *,
+    paths: Paths | None = None,
+    name: str = "rl:[userns]",
+    mapping: IdMapping | None = None,
+    helpers: tuple[str, str] | None = None,
+) -> UsernsChild:
+    """run_in_userns without the wait: returns once the child runs as root in its namespace,
+    so that the caller may work (and start threads) while fn() runs; then call wait()."""
     del paths  # the mapping does not depend on the storage location (yet)
     if mapping is None:
         mapping, helpers = default_mapping()
@@ -172,16 +207,18 @@ def run_in_userns(
             sys.stderr.flush()
             os._exit(code)
     child.close()
+    started = UsernsChild(pid, parent, name)
     try:
         msg = parent.recv()
         if msg and msg.get("op") == "userns":
             apply_mapping(pid, mapping, helpers)
             parent.send("go")
-            msg = parent.recv()
+            return started
         if msg and msg.get("op") == "error":
             raise_error(msg)
-    finally:
+    except BaseException:
         parent.close()
-        _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SetupError(f"{name} exited with status {os.waitstatus_to_exitcode(status)}")
+        os.waitpid(pid, 0)
+        raise
+    started.wait()  # the child ended before its namespace existed: report how
+    raise SetupError(f"{name} ended before its user namespace existed")
