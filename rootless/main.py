@@ -13,14 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "run":
         code = run_main(argv[1:])
         if entry and not os.environ.get("RL_NO_FAST_EXIT"):
-            # Skip the interpreter's finalisation (~12 ms of module teardown on these
-            # machines): the container is gone and every file rl wrote is closed.
-            try:
-                sys.stdout.flush()
-            except OSError:
-                pass
-            sys.stderr.flush()
-            os._exit(code)
+            exit_now(code)
         return code
     if argv and argv[0] == "ps":
         # A CI runner polls `rl ps`: the plain flags are parsed without typer (see ps_fast).
@@ -37,6 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     from rootless.cli import app_main
 
     return app_main(argv)
+
+
+def exit_now(code: int) -> None:
+    """Skip the interpreter's finalisation (~12 ms of module teardown on these machines): the
+    container is gone and every file rl wrote is closed (`rl run`, `rl-oci`)."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        pass
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def report(exc: BaseException, debug: bool = False) -> int:

@@ -16,8 +16,8 @@ from a single-threaded point: join download threads first.
 
 from __future__ import annotations
 
+import _signal as signal  # signal.py only adds enums: importing it (and enum) costs ~3 ms
 import os
-import signal
 import sys
 from collections.abc import Callable
 

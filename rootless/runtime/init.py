@@ -7,8 +7,8 @@ installed a handler for (pid_namespaces(7)), which is why `--init` exists.
 
 from __future__ import annotations
 
+import _signal as signal  # signal.py only adds enums: importing it (and enum) costs ~3 ms
 import os
-import signal
 
 from rootless.kernel import libc
 from rootless.runtime.proc import FORWARDED
