@@ -26,9 +26,9 @@ that belong to subordinate ids.
 
 from __future__ import annotations
 
+import _signal as signal  # signal.py only adds enums: importing it (and enum) costs ~3 ms
 import os
 import select
-import signal
 import sys
 import time
 
@@ -82,8 +82,15 @@ class Prepared:
     __slots__ = ("spec", "cid", "dirs", "setup", "mapping", "helpers", "ns_flags", "network", "image",
                  "cgroup",
                  # lifecycle (rootless.runtime.state/detach): where state lives; a callable run
-                 # once the command was exec'd (`rl run -d` reports success then)
-                 "paths", "notify")
+                 # once the command was exec'd (`rl run -d` reports success then); record:
+                 # False when the container is no container of rl's own state (an OCI bundle)
+                 "paths", "notify", "record",
+                 # namespaces to join instead of create (an OCI bundle's linux.namespaces
+                 # paths): userns_fd first, then each (CLONE_NEW* flag, fd) of ns_join
+                 "userns_fd", "ns_join",
+                 # an OCI bundle's lifecycle (rootless.runtime.oci.lifecycle.Lifecycle): the
+                 # session stops once PID 1 is created and waits for `start`
+                 "oci")
 
     def __init__(self, **kw: Any) -> None:
         for name in self.__slots__:
@@ -224,7 +231,8 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
     if network.new_netns and not network.early_start:
         ns |= k.CLONE_NEWNET
     return Prepared(spec=spec, cid=cid, dirs=dirs, setup=setup, mapping=mapping, helpers=helpers,
-                    ns_flags=ns, network=network, image=source, cgroup=cgroup, paths=paths)
+                    ns_flags=ns, network=network, image=source, cgroup=cgroup, paths=paths,
+                    record=True, ns_join=[])
 
 
 def resolv_conf(spec: RunSpec, network: Any) -> str:
@@ -308,7 +316,10 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
             # The launcher signals PID 1 itself; the helper must not die of a ^C meant for it.
             signal.signal(sig, signal.SIG_IGN)
         step = "create the user namespace"
-        if p.network.join_userns:
+        if p.userns_fd is not None:
+            step = "join the user namespace"
+            lib.setns(p.userns_fd, k.CLONE_NEWUSER)
+        elif p.network.join_userns:
             # An `rl network`'s containers share its user namespace (rootless.network.bridge):
             # setns(CLONE_NEWUSER) is allowed to the namespace's owner, which is this user.
             step = "join the network's user namespace"
@@ -330,6 +341,10 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
         if not go or go.get("op") != "go":
             os._exit(1)
         become_root(p.mapping)
+        for flag, fd in p.ns_join:
+            # setns(2) into a namespace owned by this user namespace (or one it may enter).
+            step = f"join the namespace {fd_path(fd)}"
+            lib.setns(fd, flag)
         step = "create the namespaces"
         lib.unshare(p.ns_flags)
         pid1 = os.fork()
@@ -342,6 +357,12 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
             container_main(p.setup, cchan)
         cchan.close()
         hchan.send("pid1", pid=pid1)
+        if p.oci is not None and p.oci.detach:
+            # An OCI `create`: once PID 1 no longer depends on this process (it cleared its
+            # PDEATHSIG), exit; PID 1 is re-parented to the caller's subreaper, which waits
+            # for it (conmon, containerd-shim), or to init.
+            hchan.recv()
+            os._exit(0)
         while True:
             try:
                 _, status = os.waitpid(pid1, 0)
@@ -395,7 +416,8 @@ class Session:
                 raise_error(msg)
             raise SetupError("the helper process exited before creating the user namespace")
         self.log("helper in its user namespace")
-        if self.p.network.join_userns is None:  # a joined namespace has its maps already
+        if self.p.network.join_userns is None and self.p.userns_fd is None:
+            # (a joined namespace has its maps already)
             if self.p.network.early_start:
                 self.p.network.spawn(self.helper_pid, self.log)
             apply_mapping(self.helper_pid, self.p.mapping, self.p.helpers)
@@ -417,16 +439,58 @@ class Session:
         except OSError:
             self.pidfd = None
         self.log(f"PID 1 is host pid {self.pid1}")
-        from rootless.runtime import state
+        if self.p.record:
+            from rootless.runtime import state
 
-        state.record_running(self.p, self.pid1, self.helper_pid)
+            state.record_running(self.p, self.pid1, self.helper_pid)
         self.p.network.start(self.helper_pid, self.log)
+        if self.p.oci is not None:
+            self.until_created()
+            if self.p.oci.detach:
+                return 0
+            self.p.oci.start(self.pid1)
         if self.p.setup.wait_for_go and self.cchan is not None:
             try:
                 self.cchan.send("go")
             except OSError:
                 pass  # PID 1 already failed; its error is waiting on the channel
         return self.wait()
+
+    def until_created(self) -> None:
+        """An OCI container: relay PID 1's set-up (its pty to the console socket, the
+        createRuntime hooks) until it is created and waits for `start`. Then record it and,
+        for `create`, let PID 1 and the helper go on without this process."""
+        assert self.cchan is not None and self.pid1 is not None
+        oci = self.p.oci
+        while True:
+            msg, fds = self.cchan.recv_with_fds()
+            op = msg.get("op") if msg else None
+            if op == "pty" and fds:
+                self.master = oci.terminal(fds[0])
+                if self.master is not None:
+                    os.set_blocking(self.master, True)
+                continue
+            for fd in fds:
+                os.close(fd)
+            if op == "hooks":
+                oci.runtime_hooks(self.pid1)
+                self.cchan.send("go", pid=self.pid1)
+            elif op == "created":
+                oci.created(self.pid1)
+                self.cchan.send("ok", detach=oci.detach)
+                if oci.detach:
+                    # PID 1 has cleared its PDEATHSIG when it answers: only then may the helper
+                    # (its parent) exit.
+                    msg = self.cchan.recv()
+                    if not msg or msg.get("op") != "detached":
+                        raise SetupError("the container's process exited while it was created")
+                    self.hchan.send("release")
+                    self.reap_helper()
+                return
+            elif op == "error":
+                raise_error(msg)  # type: ignore[arg-type]  (close() kills the helper)
+            else:
+                raise SetupError("the container's process exited during its set-up")
 
     def wait(self) -> int:
         spec = self.p.spec
@@ -620,6 +684,14 @@ class Session:
         self.hchan.close()
         if self.cchan is not None:
             self.cchan.close()
+
+
+def fd_path(fd: int) -> str:
+    """What a namespace descriptor names, for error messages (nsfs shows 'net:[4026...]')."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return f"fd {fd}"
 
 
 def cleanup(p: Prepared, log: Log, exit_code: int | None) -> None:
