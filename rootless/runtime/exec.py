@@ -45,9 +45,10 @@ NAMESPACES = ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup")
 class ExecOptions:
     """What `rl exec` was asked for (env: (name, value) pairs over the container's).
 
-    rl-oci's exec adds: console_socket (the pty master goes there instead of being proxied),
-    pid_file (the new process's host pid), groups (the exact supplementary gids), rlimits,
-    winsize, preserve_fds."""
+    rl-oci's exec adds: started (called in the parent once the child exists, with its host pid
+    and the pty master; True when it took the master: rl-oci writes --pid-file and sends the
+    master to --console-socket through handles it opened before the setns calls), groups (the
+    exact supplementary gids), rlimits, winsize, preserve_fds."""
 
     def __init__(self, command: list[str], interactive: bool = False, tty: bool = False,
                  env: list[tuple[str, str]] | None = None, workdir: str | None = None,
@@ -60,8 +61,7 @@ class ExecOptions:
         self.user = user
         self.detach = detach
         self.privileged = privileged
-        self.console_socket: str | None = None
-        self.pid_file: str | None = None
+        self.started: Any = None
         self.groups: list[int] | None = None
         self.rlimits: list[tuple[int, int, int]] = []
         self.winsize: tuple[int, int] | None = None
@@ -177,19 +177,7 @@ def run_child(opts: ExecOptions, env: dict[str, str], workdir: str | None, user_
         chan.close()
         child_main(opts, env, workdir, user_spec, single, security, lib, child_chan, master)
     child_chan.close()
-    if opts.pid_file:
-        from rootless.runtime.oci.lifecycle import write_pid_file
-
-        write_pid_file(opts.pid_file, pid)
-    if master is not None and opts.console_socket:
-        # rl-oci: the engine holds the terminal; the child unlocked it before its exec.
-        from rootless.runtime.oci.lifecycle import send_console
-
-        fcntl.ioctl(master, k.TIOCSPTLCK, struct.pack("i", 0))
-        try:
-            send_console(opts.console_socket, master)
-        finally:
-            os.close(master)
+    if opts.started is not None and opts.started(pid, master):
         master = None
     if opts.detach:
         return wait_exec(chan, None, None)

@@ -86,8 +86,10 @@ class Prepared:
                  # False when the container is no container of rl's own state (an OCI bundle)
                  "paths", "notify", "record",
                  # namespaces to join instead of create (an OCI bundle's linux.namespaces
-                 # paths): userns_fd first, then each (CLONE_NEW* flag, fd) of ns_join
-                 "userns_fd", "ns_join",
+                 # paths): userns_fd first, then each (CLONE_NEW* flag, fd) of ns_join;
+                 # keep_userns: stay in the current one (an OCI runtime that rootless podman
+                 # already runs as root of its user namespace, with no user namespace asked)
+                 "userns_fd", "ns_join", "keep_userns",
                  # an OCI bundle's lifecycle (rootless.runtime.oci.lifecycle.Lifecycle): the
                  # session stops once PID 1 is created and waits for `start`
                  "oci")
@@ -316,7 +318,9 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
             # The launcher signals PID 1 itself; the helper must not die of a ^C meant for it.
             signal.signal(sig, signal.SIG_IGN)
         step = "create the user namespace"
-        if p.userns_fd is not None:
+        if p.keep_userns:
+            pass
+        elif p.userns_fd is not None:
             step = "join the user namespace"
             lib.setns(p.userns_fd, k.CLONE_NEWUSER)
         elif p.network.join_userns:
@@ -340,7 +344,8 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
         go = hchan.recv()
         if not go or go.get("op") != "go":
             os._exit(1)
-        become_root(p.mapping)
+        if not p.keep_userns:
+            become_root(p.mapping)
         for flag, fd in p.ns_join:
             # setns(2) into a namespace owned by this user namespace (or one it may enter).
             step = f"join the namespace {fd_path(fd)}"
@@ -416,7 +421,8 @@ class Session:
                 raise_error(msg)
             raise SetupError("the helper process exited before creating the user namespace")
         self.log("helper in its user namespace")
-        if self.p.network.join_userns is None and self.p.userns_fd is None:
+        if self.p.network.join_userns is None and self.p.userns_fd is None and \
+                not self.p.keep_userns:
             # (a joined namespace has its maps already)
             if self.p.network.early_start:
                 self.p.network.spawn(self.helper_pid, self.log)

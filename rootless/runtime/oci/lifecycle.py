@@ -19,9 +19,8 @@ directory are removed.
 from __future__ import annotations
 
 import os
-import sys
 
-from rootless.errors import RlError, StateError
+from rootless.errors import StateError
 from rootless.runtime.oci import state as ocistate
 from rootless.runtime.oci.state import OciStateError, Record
 
@@ -51,7 +50,7 @@ class Lifecycle:
         `run` to proxy like `rl run -t`."""
         if self.opts.console_socket:
             try:
-                send_console(self.opts.console_socket, master)
+                send_console(connect_console(self.opts.console_socket), master)
             finally:
                 os.close(master)
             return None
@@ -72,40 +71,69 @@ class Lifecycle:
                        "rootfs": self.rootfs, "created": ocistate.rfc3339(),
                        "cgroup": cgroup_path})
         if self.opts.pid_file:
-            write_pid_file(self.opts.pid_file, pid1)
+            PidFile(self.opts.pid_file).write(pid1)
 
     def start(self, pid1: int) -> None:
         """`run`: start the created container in this same process."""
         start_created(self.rec, self.hooks, self.report)
 
 
-def send_console(path: str, master: int) -> None:
-    """The pty master to the engine over a unix socket, with SCM_RIGHTS (runc's console
-    socket protocol: conmon and Slurm receive the fd and ignore the message's bytes)."""
+def connect_console(path: str) -> Any:
+    """A connection to the engine's --console-socket (made before any setns: the path is the
+    host's)."""
     import _socket as socket
-    import struct
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        from rootless.errors import describe_oserror
+
+        raise OciStateError(describe_oserror(f"connecting to --console-socket {path}",
+                                             exc)) from None
+    return sock
+
+
+def send_console(sock: Any, master: int) -> None:
+    """The pty master to the engine with SCM_RIGHTS (runc's console socket protocol: conmon
+    and Slurm receive the descriptor and ignore the message's bytes)."""
+    import _socket as socket
+    import struct
+
+    try:
         sock.sendmsg([b"/dev/ptmx"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                                         struct.pack("i", master))])
     except OSError as exc:
         from rootless.errors import describe_oserror
 
-        raise OciStateError(describe_oserror(f"sending the terminal to --console-socket {path}",
+        raise OciStateError(describe_oserror("sending the terminal to --console-socket",
                                              exc)) from None
     finally:
         sock.close()
 
 
-def write_pid_file(path: str, pid: int) -> None:
-    """The pid without a newline (runc writes it so; runtime-tools parses it with Atoi),
-    written to a temporary name and renamed so a reader never sees half a number."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(str(pid))
-    os.replace(tmp, path)
+class PidFile:
+    """--pid-file: its directory opened now, so the pid can be written after this process
+    has joined the container's mount namespace (exec). The pid has no newline (runc writes
+    it so; runtime-tools parses it with Atoi) and goes to a temporary name first, renamed so a
+    reader never sees half a number."""
+
+    def __init__(self, path: str) -> None:
+        path = os.path.abspath(path)
+        self.name = os.path.basename(path)
+        self.dirfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def write(self, pid: int) -> None:
+        tmp = f".{self.name}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644,
+                     dir_fd=self.dirfd)
+        try:
+            os.write(fd, str(pid).encode())
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.name, src_dir_fd=self.dirfd, dst_dir_fd=self.dirfd)
+        os.close(self.dirfd)
 
 
 # -- create and run ---------------------------------------------------------------------------
@@ -199,7 +227,8 @@ def prepare(config: dict[str, Any], bundle: str, rec: Record, opts: Any,
                             helpers=helpers, ns_flags=ns.flags,
                             network=NetworkPlan("none" if "network" in ns.new else "host"),
                             image=None, cgroup=cgroup, paths=paths, record=False,
-                            userns_fd=ns.userns_fd, ns_join=ns.joins, oci=lifecycle)
+                            userns_fd=ns.userns_fd, ns_join=ns.joins, oci=lifecycle,
+                            keep_userns=ns.keep_userns)
     except BaseException:
         ns.close()
         raise
@@ -468,8 +497,7 @@ def exec_process(root: str, cid: str, process: dict[str, Any], opts: Any) -> int
     size = process.get("consoleSize") or {}
     eopts = ExecOptions(list(process["args"]), interactive=True,
                         tty=bool(process.get("terminal")), detach=bool(opts.detach))
-    eopts.console_socket = opts.console_socket
-    eopts.pid_file = opts.pid_file
+    eopts.started = exec_started(opts)
     eopts.groups = list(user.get("additionalGids") or [])
     eopts.rlimits = plan_rlimits(process)
     eopts.winsize = (size["height"], size["width"]) if size.get("height") else None
@@ -480,8 +508,23 @@ def exec_process(root: str, cid: str, process: dict[str, Any], opts: Any) -> int
                      f"{user.get('uid', 0)}:{user.get('gid', 0)}", security)
 
 
-def report_to_stderr(text: str) -> None:
-    sys.stderr.write(f"rl-oci: {text}\n")
+def exec_started(opts: Any) -> Any:
+    """exec's --pid-file and --console-socket, opened and connected now (host paths), used
+    once the process exists (by then this process is in the container's namespaces)."""
+    pid_file = PidFile(opts.pid_file) if opts.pid_file else None
+    console = connect_console(opts.console_socket) if opts.console_socket else None
+
+    def started(pid: int, master: int | None) -> bool:
+        if pid_file is not None:
+            pid_file.write(pid)
+        if master is None or console is None:
+            return False
+        try:
+            send_console(console, master)
+        finally:
+            os.close(master)
+        return True
+
+    return started
 
 
-__all__ = ["RlError", "create", "start", "kill", "delete", "pause", "update", "exec_process"]

@@ -72,10 +72,13 @@ class CreateOptions:
 class Namespaces:
     """Which namespaces are new, which are joined (open fds), as the helper and PID 1 want."""
 
-    __slots__ = ("new", "flags", "userns_fd", "mntns_fd", "joins", "userns_path")
+    __slots__ = ("new", "joined", "flags", "userns_fd", "mntns_fd", "joins", "userns_path",
+                 "keep_userns")
 
     def __init__(self) -> None:
         self.new: set[str] = set()
+        self.joined: set[str] = set()
+        self.keep_userns = False
         self.flags = 0
         self.userns_fd: int | None = None
         self.userns_path: str | None = None
@@ -122,7 +125,8 @@ def rootfs_path(config: dict[str, Any], bundle: str) -> str:
 def plan_namespaces(config: dict[str, Any]) -> Namespaces:
     """linux.namespaces: new, or joined through `path` (opened now and checked to be a
     namespace of that type the user may enter). A user namespace is always there: without one
-    an unprivileged runtime can create no other namespace, so it is added when not listed."""
+    an unprivileged runtime can create no other namespace, so it is added when not listed
+    (unless this process is root already: then it stays in its own)."""
     ns = Namespaces()
     try:
         listed = (config.get("linux") or {}).get("namespaces") or []
@@ -133,14 +137,20 @@ def plan_namespaces(config: dict[str, Any]) -> Namespaces:
                 ns.new.add(kind)
                 continue
             fd = open_namespace(path, kind, f"linux.namespaces[{i}].path")
+            ns.joined.add(kind)
             if kind == "user":
                 ns.userns_fd, ns.userns_path = fd, path
             elif kind == "mount":
                 ns.mntns_fd = fd
             else:
                 ns.joins.append((NS_FLAGS[kind], fd))
-        if ns.userns_fd is None:
-            ns.new.add("user")
+        if ns.userns_fd is None and "user" not in ns.new:
+            if os.geteuid() == 0:
+                # Already root of a user namespace (rootless podman runs its runtime in its
+                # own) or of the host: the namespace we are in is the container's.
+                ns.keep_userns = True
+            else:
+                ns.new.add("user")
         if "mount" not in ns.new and ns.mntns_fd is None:
             # The host's mount namespace belongs to the host's user namespace: mounting the
             # rootfs there is refused to an unprivileged user (EPERM), so it is always new.
@@ -186,6 +196,16 @@ def plan_mapping(config: dict[str, Any], ns: Namespaces) -> tuple[Any, Any]:
     from rootless.primitives.userns import default_mapping
 
     linux = config.get("linux") or {}
+    if ns.keep_userns:
+        # Our own namespace: its maps say which ids exist (devpts' gid=, setgroups).
+        def current(name: str) -> tuple[Any, ...]:
+            with open(f"/proc/self/{name}") as f:
+                return tuple(idmap.IdRange(*map(int, line.split())) for line in f if line.strip())
+
+        with open("/proc/self/setgroups") as f:
+            mode = "single" if f.read().strip() == "deny" else "subid"
+        return idmap.IdMapping(uid_map=current("uid_map"), gid_map=current("gid_map"),
+                               mode=mode), None
     if ns.userns_fd is not None:
         # Joined: its maps exist. setgroups(2) is allowed there only if its setgroups file
         # says so; a /proc/PID/ns/user path tells us where to look.
@@ -366,8 +386,9 @@ SYSCTL_NAMESPACES = (("kernel.msgmax", "ipc"), ("kernel.msgmnb", "ipc"), ("kerne
 def check_sysctl(key: str, ns: Namespaces) -> None:
     for prefix, kind in SYSCTL_NAMESPACES:
         if key == prefix or (prefix.endswith(".") and key.startswith(prefix)):
-            if kind not in ns.new:
-                raise fail(f"linux.sysctl[{key!r}]", f"needs a new {kind} namespace")
+            if kind not in ns.new and kind not in ns.joined:
+                raise fail(f"linux.sysctl[{key!r}]", f"needs a {kind} namespace of the "
+                                                     "container's own (new or joined)")
             return
     raise fail(f"linux.sysctl[{key!r}]", "not a namespaced sysctl: it would change the host")
 
