@@ -265,8 +265,9 @@ def dispatch(command: str, opts: Any, positional: list[str], root: str, logger: 
             opts.detach = True
         return lifecycle.create(root, cid, opts, logger.warn)
     from rootless.runtime.oci import lifecycle
-    from rootless.runtime.oci.state import Record, dump
+    from rootless.runtime.oci.state import Record, act_as_owner, dump
 
+    act_as_owner(Record(root, cid))
     if command == "start":
         lifecycle.start(root, cid, logger.warn)
     elif command == "state":

@@ -362,6 +362,11 @@ def wait_for_start(setup: ContainerSetup, env: dict[str, str], chan: Channel, li
         os._exit(1)  # the launcher is gone: nobody recorded this container
     if msg.get("detach"):
         lib.set_pdeathsig(0)
+        if not setup.tty:  # (with a terminal, take_terminal made a session already)
+            # A session of its own: the caller's process group is not the container's. Slurm
+            # kills the whole group of a runtime command once it returns (run_command's
+            # killpg), and a ^C in the shell that ran `create` must not reach it either.
+            os.setsid()
         chan.send("detached")
     chan.sock.close()
 

@@ -70,12 +70,9 @@ class Record:
     # -- writing ---------------------------------------------------------------------------
     def claim(self) -> None:
         """mkdir the container's directory: the atomic claim of the id."""
+        ensure_root(self.root)
         try:
             os.mkdir(self.dir, 0o700)
-        except FileNotFoundError:
-            os.makedirs(self.root, 0o700, exist_ok=True)
-            self.claim()
-            return
         except FileExistsError:
             raise OciStateError(f"container with id {self.cid} already exists") from None
         me = os.getpid()
@@ -165,6 +162,33 @@ class Record:
             "owner": "",
             "annotations": config.get("annotations") or {},
         }
+
+
+def ensure_root(root: str) -> None:
+    """--root exists, is ours and nobody else may write to it: a state directory someone else
+    prepared (a predictable /tmp path) could feed us pids and cgroups to act on."""
+    os.makedirs(root, 0o700, exist_ok=True)
+    st = os.stat(root)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise OciStateError(f"--root {root} belongs to another user or is writable by others: "
+                            "refusing to keep container state there")
+
+
+def act_as_owner(rec: Record) -> None:
+    """Called by root on a container another user created (Slurm's slurmstepd runs the
+    RunTime* clean-up commands as root): become that user first, so that its state file can
+    make us signal or remove only what the user could."""
+    if os.geteuid() != 0:
+        return
+    try:
+        st = os.stat(rec.dir)
+    except FileNotFoundError:
+        return
+    if st.st_uid == 0:
+        return
+    os.setgroups([])
+    os.setresgid(st.st_gid, st.st_gid, st.st_gid)
+    os.setresuid(st.st_uid, st.st_uid, st.st_uid)
 
 
 def process_alive(pid: int | None, started: int | None) -> bool:
