@@ -37,7 +37,7 @@ def exit_now(code: int) -> None:
     container is gone and every file rl wrote is closed (`rl run`, `rl-oci`)."""
     try:
         sys.stdout.flush()
-    except OSError:
+    except BrokenPipeError:  # EPIPE: the reader (`rl run … | head`) has gone
         pass
     sys.stderr.flush()
     os._exit(code)

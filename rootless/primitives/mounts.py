@@ -33,16 +33,18 @@ class MountOp:
     fifo      create a named pipe at target with mode `flags` (mknod(2) of a FIFO needs no
               privilege, unlike device nodes)
 
+    `skip_on`: the errnos that skip this step (with a debug line) instead of failing the run,
+    each one a known answer of a kernel or host that lacks the feature; any other is an error.
     `recursive` (bind): MS_REC, the whole tree below source (an OCI "rbind"; "bind" is not).
     `propagation`: MS_SHARED/MS_SLAVE/MS_PRIVATE/MS_UNBINDABLE (with MS_REC) set on the new
     mount afterwards: mount(2) takes a propagation change only as a call of its own.
     """
 
-    __slots__ = ("kind", "source", "target", "fstype", "flags", "data", "optional", "recursive",
+    __slots__ = ("kind", "source", "target", "fstype", "flags", "data", "skip_on", "recursive",
                  "propagation")
 
     def __init__(self, kind: str, target: str, source: str | None = None, fstype: str | None = None,
-                 flags: int = 0, data: str | None = None, optional: bool = False,
+                 flags: int = 0, data: str | None = None, skip_on: tuple[int, ...] = (),
                  recursive: bool = True, propagation: int = 0) -> None:
         self.kind = kind
         self.source = source
@@ -50,7 +52,7 @@ class MountOp:
         self.fstype = fstype
         self.flags = flags
         self.data = data
-        self.optional = optional
+        self.skip_on = skip_on
         self.recursive = recursive
         self.propagation = propagation
 
@@ -146,9 +148,10 @@ def apply_plan(root: str, plan: list[MountOp], lib: Any, log: Any = None) -> Non
         try:
             _apply_one(root, op, lib)
         except OSError as exc:
-            if op.optional:
-                continue
-            raise MountFailure(op, exc) from None
+            if exc.errno not in op.skip_on:
+                raise MountFailure(op, exc) from None
+            if log:
+                log(f"skipped: {op.describe()}: {errno.errorcode.get(exc.errno or 0)}")
 
 
 def _apply_one(root: str, op: MountOp, lib: Any) -> None:

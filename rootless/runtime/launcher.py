@@ -39,7 +39,12 @@ from rootless.kernel import libc
 from rootless.paths import Paths
 from rootless.primitives.channel import Channel, error_message, raise_error
 from rootless.primitives.userns import apply_mapping, become_root, default_mapping, unshare_user
-from rootless.runtime.container import DEFAULT_PATH, ContainerSetup, container_main
+from rootless.runtime.container import (
+    DEFAULT_PATH,
+    ContainerSetup,
+    container_main,
+    workdir_creation,
+)
 from rootless.runtime.mounts import plan_mounts
 from rootless.runtime.proc import FORWARDED
 from rootless.runtime.storage import (
@@ -155,7 +160,7 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
         readonly_paths: list[str] = []
         extra_mounts: list[Any] = []
         if plan_security is not None:
-            security = plan_security(spec)
+            security = plan_security(spec, log=log)
             masked, readonly_paths = security.masked_paths(), security.readonly_paths()
             extra_mounts = security.extra_mounts(dirs)
         cgroup = None
@@ -193,6 +198,7 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
             command=command,
             env=env,
             workdir=spec.workdir or source.workdir or None,
+            create_workdir=workdir_creation(spec.workdir, source.workdir, spec.volumes),
             user=spec.user or source.user or None,
             tty=spec.tty,
             winsize=size,

@@ -316,9 +316,9 @@ def plan_mounts(config: dict[str, Any], bundle: str, ns: Namespaces, mapping: An
         check_sysctl(key, ns)
         ops.append(MountOp("write", "/proc/sys/" + key.replace(".", "/"), data=value))
     for path in linux.get("maskedPaths") or []:
-        ops.append(MountOp("mask", path, optional=True))
+        ops.append(MountOp("mask", path, skip_on=(errno.ENOENT,)))
     for path in linux.get("readonlyPaths") or []:
-        ops.append(MountOp("remount", path, flags=k.MS_RDONLY, optional=True))
+        ops.append(MountOp("remount", path, flags=k.MS_RDONLY, skip_on=(errno.ENOENT,)))
     return ops
 
 
