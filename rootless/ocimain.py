@@ -166,8 +166,9 @@ class Logger:
                 os.write(fd, (line + "\n").encode())
             finally:
                 os.close(fd)
-        except OSError:
-            pass  # the log is a copy of what stderr says; stderr still has it
+        except OSError as exc:
+            # The log is a copy of what stderr says: say there why it has no copy.
+            sys.stderr.write(f"rl-oci: cannot write --log {self.path}: {exc.strerror}\n")
 
     def warn(self, text: str) -> None:
         level, _, msg = text.partition(": ")

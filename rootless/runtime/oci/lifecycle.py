@@ -354,14 +354,14 @@ def container_pids(rec: Record) -> list[int]:
         try:
             with open(os.path.join(cgroup, "cgroup.procs")) as f:
                 return [int(p) for p in f.read().split()]
-        except OSError:
-            pass
+        except FileNotFoundError:
+            pass  # removed already: look for the processes by their PID namespace
     pid = rec.pid
     if not ocistate.process_alive(pid, state.get("pid_start")):
         return []
     try:
         target = os.stat(f"/proc/{pid}/ns/pid").st_ino
-    except OSError:
+    except FileNotFoundError:  # it has exited meanwhile
         return []
     if target == os.stat("/proc/self/ns/pid").st_ino:
         return [pid]  # the host's PID namespace: only the container's own process
@@ -371,8 +371,8 @@ def container_pids(rec: Record) -> list[int]:
             try:
                 if os.stat(f"/proc/{entry}/ns/pid").st_ino == target:
                     out.append(int(entry))
-            except OSError:
-                continue
+            except (FileNotFoundError, PermissionError):
+                continue  # exited, or another user's process: not one of ours
     return sorted(out)
 
 

@@ -212,11 +212,10 @@ def plan_mapping(config: dict[str, Any], ns: Namespaces) -> tuple[Any, Any]:
         mode = "subid"
         parts = (ns.userns_path or "").split("/")
         if len(parts) == 5 and parts[1] == "proc" and parts[3] == "ns":
-            try:
-                with open(f"/proc/{parts[2]}/setgroups") as f:
-                    mode = "single" if f.read().strip() == "deny" else "subid"
-            except OSError:
-                pass  # gone or not ours: setgroups is then simply not called
+            from rootless.fileio import read_or_empty
+
+            if read_or_empty(f"/proc/{parts[2]}/setgroups").strip() == "deny":
+                mode = "single"
         return idmap.IdMapping(uid_map=(), gid_map=(), mode=mode), None
     uids, gids = linux.get("uidMappings") or [], linux.get("gidMappings") or []
     if not uids and not gids:
