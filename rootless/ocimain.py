@@ -262,6 +262,8 @@ def dispatch(command: str, opts: Any, positional: list[str], root: str, logger: 
     if command in ("create", "run"):
         from rootless.runtime.oci import lifecycle
 
+        # create is run --detach without the start; run waits for the container unless -d.
+        opts.start = command == "run"
         if command == "create":
             opts.detach = True
         return lifecycle.create(root, cid, opts, logger.warn)

@@ -88,11 +88,18 @@ def unshare_user(lib: object | None = None) -> None:
 
 def become_root(mapping: IdMapping) -> None:
     """Inside the new namespace: take uid/gid 0 (the invoking user on the host)."""
-    if mapping.mode != "single":
-        # setgroups is allowed only when /proc/self/setgroups is "allow" (the newgidmap case).
+    if mapping.mode != "single" and setgroups_allowed():
+        # setgroups is allowed only when /proc/self/setgroups is "allow": newgidmap leaves it
+        # "deny" when the map holds only the user's own gid (shadow, after CVE-2018-7169).
         os.setgroups([])
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
+
+
+def setgroups_allowed() -> bool:
+    from rootless.fileio import read_or_empty
+
+    return read_or_empty("/proc/self/setgroups").strip() != "deny"
 
 
 def userns_error(exc: OSError, sysctl_root: str = "/proc/sys") -> RlError:

@@ -168,6 +168,8 @@ def create(root: str, cid: str, opts: Any, report: Any) -> int:
         if lifecycle is not None:
             lifecycle.namespaces.close()
     if opts.detach:
+        if opts.start:  # run --detach: create, then start, then return
+            start(root, cid, report)
         return 0
     delete(root, cid, force=True, report=report)
     return code

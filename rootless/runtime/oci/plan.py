@@ -239,6 +239,17 @@ def plan_mapping(config: dict[str, Any], ns: Namespaces) -> tuple[Any, Any]:
     return idmap.IdMapping(uid_map=ranges(uids), gid_map=ranges(gids), mode=mode), helpers
 
 
+def identity_mode(mapping: Any) -> str:
+    """How PID 1 switches to the process's user: "single" skips setgroups(2), which the
+    kernel refuses when setgroups is "deny" (a direct single-id map; newgidmap writes "deny"
+    too when the gid map holds only the user's own gid)."""
+    gids = mapping.gid_map
+    if mapping.mode == "single" or (len(gids) == 1 and gids[0].count == 1
+                                    and gids[0].outside == os.getgid()):
+        return "single"
+    return str(mapping.mode)
+
+
 # -- mounts ----------------------------------------------------------------------------------
 
 def parse_options(options: list[str], field: str) -> tuple[int, int, str, bool, bool]:
@@ -451,7 +462,7 @@ def plan_setup(config: dict[str, Any], rootfs: str, ns: Namespaces, mapping: Any
         wait_for_go=False,
         security=security,
         preserve_fds=opts.preserve_fds or 0,
-        mapping_mode=mapping.mode,
+        mapping_mode=identity_mode(mapping),
         debug=bool(opts.debug),
         join_mntns=ns.mntns_fd,
         propagation=PROPAGATION.get(propagation.lstrip("r")) if propagation else None,
