@@ -408,8 +408,10 @@ def find_executable(name: str, env: dict[str, str]) -> None:
         if os.path.isfile(path):
             if os.access(path, os.X_OK):
                 return
-            raise CommandError(f"{name}: permission denied", exit_code=126)
-    raise CommandError(f"executable file {name!r} not found in $PATH", exit_code=127,
+            # runc's wording: podman maps "permission denied" to 126 and "executable file
+            # not found" to 127 (libpod's OCI runtime error handling).
+            raise CommandError(f'exec: "{name}": permission denied', exit_code=126)
+    raise CommandError(f'exec: "{name}": executable file not found in $PATH', exit_code=127,
                        hint="check process.args[0] and the PATH in process.env")
 
 
