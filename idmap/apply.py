@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 
 from idmap.errors import IdMapError
-from idmap.plan import MODE_SINGLE, MODE_SUBID, IdMapping, IdRange
+from idmap.plan import MODE_DIRECT, MODE_SINGLE, MODE_SUBID, IdMapping, IdRange
 
 
 def find_helpers(path_env: str | None = None) -> tuple[str, str] | None:
@@ -39,6 +39,9 @@ def apply_mapping(pid: int, mapping: IdMapping, helpers: tuple[str, str] | None)
         # namespace's root could drop supplementary groups it was denied by (Linux 3.19,
         # CVE-2014-8989; user_namespaces(7), "The /proc/[pid]/setgroups file").
         _write_proc(pid, "setgroups", "deny")
+        _write_proc(pid, "gid_map", _map_text(mapping.gid_map))
+    elif mapping.mode == MODE_DIRECT:
+        _write_proc(pid, "uid_map", _map_text(mapping.uid_map))
         _write_proc(pid, "gid_map", _map_text(mapping.gid_map))
     elif mapping.mode == MODE_SUBID:
         if helpers is None:

@@ -21,6 +21,9 @@ MAX_MAP_LINES = 340
 
 MODE_SINGLE = "single"
 MODE_SUBID = "subid"
+# Written directly by a writer that is root of the parent namespace (CAP_SETUID and CAP_SETGID
+# there: user_namespaces(7) lets it map any id of its own namespace); setgroups stays "allow".
+MODE_DIRECT = "direct"
 
 
 class IdRange(Frozen):
@@ -40,6 +43,7 @@ class IdMapping(Frozen):
 
     mode "single": one id each, written directly by the parent (needs setgroups "deny").
     mode "subid": written by the setuid helpers newuidmap/newgidmap.
+    mode "direct": any ids, written directly by a parent that is root of its namespace.
     """
 
     __slots__ = ("uid_map", "gid_map", "mode", "notice")
@@ -60,7 +64,8 @@ class IdMapping(Frozen):
         return sum(r.count for r in self.uid_map)
 
     def describe(self) -> str:
-        how = "newuidmap/newgidmap" if self.mode == MODE_SUBID else "direct write, setgroups deny"
+        how = {MODE_SUBID: "newuidmap/newgidmap", MODE_DIRECT: "direct write by root"}.get(
+            self.mode, "direct write, setgroups deny")
         n = self.size()
         out = [f"id mapping: mode {self.mode} ({how}), {n} container uid{'s' if n != 1 else ''}"]
         for kind, ranges in (("uid", self.uid_map), ("gid", self.gid_map)):

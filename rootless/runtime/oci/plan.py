@@ -25,6 +25,7 @@ NS_FLAGS = {"pid": k.CLONE_NEWPID, "network": k.CLONE_NEWNET, "mount": k.CLONE_N
             "ipc": k.CLONE_NEWIPC, "uts": k.CLONE_NEWUTS, "user": k.CLONE_NEWUSER,
             "cgroup": k.CLONE_NEWCGROUP, "time": k.CLONE_NEWTIME}
 NS_GET_NSTYPE = 0xB703  # <linux/nsfs.h> _IO(0xb7, 0x3): the CLONE_NEW* type of an nsfs fd
+NS_GET_USERNS = 0xB701  # _IO(0xb7, 0x1): a new fd of the user namespace owning it
 
 # mount(8) options -> (flags to set, flags to clear), as runc and crun read them.
 MOUNT_FLAGS = {
@@ -72,12 +73,15 @@ class CreateOptions:
 class Namespaces:
     """Which namespaces are new, which are joined (open fds), as the helper and PID 1 want."""
 
-    __slots__ = ("new", "joined", "flags", "userns_fd", "mntns_fd", "joins", "userns_path",
-                 "keep_userns")
+    __slots__ = ("new", "joined", "owned", "flags", "userns_fd", "mntns_fd", "joins",
+                 "userns_path", "keep_userns")
 
     def __init__(self) -> None:
         self.new: set[str] = set()
         self.joined: set[str] = set()
+        # new or joined namespaces that the container's user namespace owns: the kernel lets
+        # its root mount sysfs/mqueue/proc, set the hostname, write sysctls there
+        self.owned: set[str] = set()
         self.keep_userns = False
         self.flags = 0
         self.userns_fd: int | None = None
@@ -157,12 +161,32 @@ def plan_namespaces(config: dict[str, Any]) -> Namespaces:
             ns.new.add("mount")
         for kind in ns.new - {"user", "mount"}:
             ns.flags |= NS_FLAGS[kind]
-        # The joined ones in setns(2)'s useful order: the others need CAP_SYS_ADMIN over the
-        # namespace's owner, which the user namespace (joined or new) grants.
+        ns.owned = set(ns.new)
+        if ns.userns_fd is not None or ns.keep_userns:
+            ours = os.fstat(ns.userns_fd).st_ino if ns.userns_fd is not None else \
+                os.stat("/proc/self/ns/user").st_ino
+            kinds = {v: n for n, v in NS_FLAGS.items()}
+            joined = [(kinds[flag], fd) for flag, fd in ns.joins]
+            if ns.mntns_fd is not None:
+                joined.append(("mount", ns.mntns_fd))
+            ns.owned |= {kind for kind, fd in joined if owner_of(fd) == ours}
         return ns
     except BaseException:
         ns.close()
         raise
+
+
+def owner_of(fd: int) -> int | None:
+    """The inode of the user namespace owning namespace `fd` (None when it is above ours:
+    EPERM, ioctl_ns(2))."""
+    try:
+        owner = fcntl.ioctl(fd, NS_GET_USERNS)
+    except PermissionError:
+        return None
+    try:
+        return os.fstat(owner).st_ino
+    finally:
+        os.close(owner)
 
 
 def open_namespace(path: str, kind: str, field: str) -> int:
@@ -228,6 +252,10 @@ def plan_mapping(config: dict[str, Any], ns: Namespaces) -> tuple[Any, Any]:
     def ranges(items: list[dict[str, int]]) -> tuple[Any, ...]:
         return tuple(idmap.IdRange(m["containerID"], m["hostID"], m["size"]) for m in items)
 
+    if os.geteuid() == 0:
+        # Root of this namespace (rootless podman runs its runtime so, and runtime-tools
+        # may run under `unshare -r`): any id of it may be mapped by writing the maps.
+        return idmap.IdMapping(uid_map=ranges(uids), gid_map=ranges(gids), mode="direct"), None
     own_uid, own_gid = os.getuid(), os.getgid()
     single = (len(uids) == len(gids) == 1 and uids[0]["size"] == gids[0]["size"] == 1
               and uids[0]["hostID"] == own_uid and gids[0]["hostID"] == own_gid)
@@ -300,7 +328,9 @@ def plan_mounts(config: dict[str, Any], bundle: str, ns: Namespaces, mapping: An
         if host_view is not None:
             # What the kernel refuses to mount from a user namespace that does not own the
             # namespace behind it is bound from the host instead (runc and crun do the same).
-            ops.append(MountOp("bind", dest, host_view, flags=flags, propagation=propagation))
+            # (A host without it, e.g. no /dev/mqueue mounted: the container goes without.)
+            ops.append(MountOp("bind", dest, host_view, flags=flags, propagation=propagation,
+                               skip_on=(errno.ENOENT,)))
             continue
         if kind == "cgroup":
             kind = "cgroup2"  # cgroup v1 cannot be mounted in a user namespace; v2 can
@@ -336,15 +366,15 @@ def host_fallback(kind: str, ns: Namespaces) -> str | None:
     """The host directory to bind for a mount this user namespace may not make: sysfs needs
     the network namespace's owner, mqueue the IPC namespace's, proc a PID namespace of its
     own; cgroup2 needs a cgroup namespace and a unified host (cgroup v1 is never allowed)."""
-    if kind == "sysfs" and "network" not in ns.new:
+    if kind == "sysfs" and "network" not in ns.owned:
         return "/sys"
-    if kind == "mqueue" and "ipc" not in ns.new:
+    if kind == "mqueue" and "ipc" not in ns.owned:
         return "/dev/mqueue"
-    if kind == "proc" and "pid" not in ns.new:
+    if kind == "proc" and "pid" not in ns.owned:
         return "/proc"
     if kind in ("cgroup", "cgroup2"):
         unified = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
-        if "cgroup" not in ns.new or not unified:
+        if "cgroup" not in ns.owned or not unified:
             return "/sys/fs/cgroup"
     return None
 
@@ -396,9 +426,10 @@ SYSCTL_NAMESPACES = (("kernel.msgmax", "ipc"), ("kernel.msgmnb", "ipc"), ("kerne
 def check_sysctl(key: str, ns: Namespaces) -> None:
     for prefix, kind in SYSCTL_NAMESPACES:
         if key == prefix or (prefix.endswith(".") and key.startswith(prefix)):
-            if kind not in ns.new and kind not in ns.joined:
+            if kind not in ns.owned:
                 raise fail(f"linux.sysctl[{key!r}]", f"needs a {kind} namespace of the "
-                                                     "container's own (new or joined)")
+                                                     "container's own (new, or joined and owned "
+                                                     "by its user namespace)")
             return
     raise fail(f"linux.sysctl[{key!r}]", "not a namespaced sysctl: it would change the host")
 
@@ -435,11 +466,13 @@ def plan_setup(config: dict[str, Any], rootfs: str, ns: Namespaces, mapping: Any
     user = process.get("user") or {}
     size = process.get("consoleSize") or {}
     hostname = config.get("hostname") or None
-    if hostname is not None and "uts" not in ns.new:
-        raise fail("hostname", "setting a hostname needs a new uts namespace")
+    if hostname is not None and "uts" not in ns.owned:
+        raise fail("hostname", "setting a hostname needs a uts namespace of the container's "
+                               "own")
     domainname = config.get("domainname") or None
-    if domainname is not None and "uts" not in ns.new:
-        raise fail("domainname", "setting a domain name needs a new uts namespace")
+    if domainname is not None and "uts" not in ns.owned:
+        raise fail("domainname", "setting a domain name needs a uts namespace of the "
+                                 "container's own")
     propagation = (config.get("linux") or {}).get("rootfsPropagation") or ""
     return ContainerSetup(
         rootfs_data={"type": "bind", "source": rootfs},
