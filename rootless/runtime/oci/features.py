@@ -92,6 +92,10 @@ def default_config() -> dict[str, Any]:
              "options": ["nosuid", "noexec", "nodev"]},
             {"destination": "/sys", "type": "none", "source": "/sys",
              "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]},
+            # cgroup2 of the container's own cgroup namespace where the host is unified;
+            # the host's /sys/fs/cgroup bound read-only elsewhere (rootless.runtime.oci.plan)
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
         ],
         "linux": {
             "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount", "user",

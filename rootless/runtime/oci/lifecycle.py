@@ -191,21 +191,11 @@ def prepare(config: dict[str, Any], bundle: str, rec: Record, opts: Any,
     ns = oplan.plan_namespaces(config)
     try:
         mapping, helpers = oplan.plan_mapping(config, ns)
-        ops = oplan.plan_mounts(config, bundle, ns, mapping)
-        security = plan_oci_security(process, linux, paths)
-        hooks = None
-        if config.get("hooks"):
-            from rootless.runtime.oci.hooks import OciHooks
-
-            hooks = OciHooks(config["hooks"], {"ociVersion": config["ociVersion"],
-                                               "id": rec.cid, "bundle": bundle,
-                                               "annotations": config.get("annotations") or {}})
-        setup = oplan.plan_setup(config, rootfs, ns, mapping, ops, security, hooks,
-                                 rec.start_socket, opts)
         limits, unsupported = oplan.plan_limits(linux.get("resources") or {})
         mode = cgroup_mode(config, opts)
-        spec = RunSpec(name=rec.cid, tty=setup.tty, interactive=True, limits=limits,
-                       cgroups=mode, log_level="debug" if opts.debug else "warning", quiet=True)
+        spec = RunSpec(name=rec.cid, tty=bool(process.get("terminal")), interactive=True,
+                       limits=limits, cgroups=mode,
+                       log_level="debug" if opts.debug else "warning", quiet=True)
         cgroup = None
         if mode != "disabled":
             for field in unsupported:
@@ -220,6 +210,19 @@ def prepare(config: dict[str, Any], bundle: str, rec: Record, opts: Any,
                 cgroup = prepare_cgroup(spec, rec.cid, _debug(opts, report),
                                         name=oplan.cgroup_name(rec.cid, linux.get("cgroupsPath")),
                                         labels=oplan.RESOURCE_LABELS)
+        ops = oplan.plan_mounts(config, bundle, ns, mapping,
+                                cgroup_dir=f"{cgroup.where.base}/{cgroup.name}"
+                                if cgroup is not None and cgroup.where.base else None)
+        security = plan_oci_security(process, linux, paths)
+        hooks = None
+        if config.get("hooks"):
+            from rootless.runtime.oci.hooks import OciHooks
+
+            hooks = OciHooks(config["hooks"], {"ociVersion": config["ociVersion"],
+                                               "id": rec.cid, "bundle": bundle,
+                                               "annotations": config.get("annotations") or {}})
+        setup = oplan.plan_setup(config, rootfs, ns, mapping, ops, security, hooks,
+                                 rec.start_socket, opts)
         from rootless.network import NetworkPlan
 
         lifecycle = Lifecycle(rec, bundle, rootfs, opts, hooks, report)
@@ -454,7 +457,8 @@ def pause(root: str, cid: str, frozen: bool) -> None:
 
 def update(root: str, cid: str, resources: dict[str, Any]) -> None:
     """Write new limits into the container's cgroup (the same conversion as create's)."""
-    from rootless.cgroups.plan import plan_writes
+    from rootless.cgroups import enable_controllers
+    from rootless.cgroups.plan import needed_controllers, plan_writes
     from rootless.runtime.oci.plan import RESOURCE_LABELS, plan_limits
 
     rec = Record(root, cid).load()
@@ -466,7 +470,11 @@ def update(root: str, cid: str, resources: dict[str, Any]) -> None:
         if unsupported:
             raise StateError(f"cannot update {', '.join(unsupported)}: cgroup v2 has no such "
                              "setting", exit_code=1)
-        for w in plan_writes(limits) if limits is not None else []:
+        writes = plan_writes(limits) if limits is not None else []
+        # A controller create did not need (memory, when only pids were limited) is enabled
+        # for the container's cgroup now, so that its files exist.
+        enable_controllers(os.path.dirname(cgroup), needed_controllers(writes), lambda _t: None)
+        for w in writes:
             try:
                 with open(os.path.join(cgroup, w.file), "w") as f:
                     f.write(w.value)

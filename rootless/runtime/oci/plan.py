@@ -301,11 +301,14 @@ def parse_options(options: list[str], field: str) -> tuple[int, int, str, bool, 
     return flags, propagation, ",".join(data), bind, recursive
 
 
-def plan_mounts(config: dict[str, Any], bundle: str, ns: Namespaces, mapping: Any) -> list[MountOp]:
+def plan_mounts(config: dict[str, Any], bundle: str, ns: Namespaces, mapping: Any,
+                cgroup_dir: str | None = None) -> list[MountOp]:
     """The config's mounts in order, then what the spec says every container has (default
-    devices and /dev symlinks, linux.devices), sysctls, masked and read-only paths."""
+    devices and /dev symlinks, linux.devices), sysctls, masked and read-only paths.
+    `cgroup_dir`: the container's own cgroup directory on the host, when it will have one."""
     ops: list[MountOp] = []
     dev_is_bound = False
+    sys_is_bound = False
     devpts = False
     for i, m in enumerate(config.get("mounts") or []):
         field = f"mounts[{i}]"
@@ -323,6 +326,15 @@ def plan_mounts(config: dict[str, Any], bundle: str, ns: Namespaces, mapping: An
             ops.append(MountOp("bind", dest, source, flags=flags, recursive=recursive or kind == "rbind",
                                propagation=propagation))
             dev_is_bound = dev_is_bound or os.path.normpath(dest) == "/dev"
+            sys_is_bound = sys_is_bound or os.path.normpath(dest) == "/sys"
+            continue
+        if kind in ("cgroup", "cgroup2") and sys_is_bound:
+            # Below a /sys bound from the host, the host's cgroup2 mount is already there and
+            # locked (a less privileged mount namespace cannot unmount it: EINVAL), and the
+            # kernel refuses the same filesystem again on that mount point (EBUSY). As runc
+            # does rootless: the container's own cgroup directory on top, or the host's view.
+            if cgroup_dir is not None:
+                ops.append(MountOp("bind", dest, cgroup_dir, flags=flags))
             continue
         host_view = host_fallback(kind, ns)
         if host_view is not None:
