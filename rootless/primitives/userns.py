@@ -19,7 +19,6 @@ from __future__ import annotations
 import _signal as signal  # signal.py only adds enums: importing it (and enum) costs ~3 ms
 import os
 import sys
-from collections.abc import Callable
 
 from rootless.errors import RlError, SetupError, describe_oserror
 from rootless.kernel import constants as k
@@ -30,6 +29,9 @@ from rootless.primitives.channel import Channel, error_message, raise_error
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    # collections.abc too: importing it (and collections) costs ~1.5 ms of every start.
+    from collections.abc import Callable
+
     from idmap import IdMapping
     from rootless.paths import Paths
 
