@@ -84,3 +84,15 @@ def test_podman_pids_limit_through_rl_oci(rl_oci_bin, busybox_rootfs, delegated)
     assert r.returncode == 0, r.stdout + r.stderr
     assert_fork_bomb_limited(r.stdout)
     assert oci_cgroups(delegated) == []
+
+
+def test_a_failed_create_leaves_no_cgroup(oci, bundle, delegated):  # noqa: F811
+    def failing(config):
+        limited(20)(config)
+        config["hooks"] = {"createRuntime": [{"path": "/bin/false"}]}
+
+    name = cid()
+    r = oci("create", "--bundle", str(bundle(["true"], failing)), name)
+    assert r.returncode == 1 and "hooks.createRuntime[0]" in r.stderr, r.stderr
+    assert not (oci.root / name).exists()
+    assert oci_cgroups(delegated) == []
