@@ -55,8 +55,8 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-def dumps(obj: Any) -> str:
-    """Compact-ish, as json.dumps(obj) writes it (", " and ": " separators, ASCII only)."""
+def dumps(obj: Any, sort_keys: bool = False) -> str:
+    """As json.dumps(obj, sort_keys=...) writes it (", " and ": " separators, ASCII only)."""
     encode = _json.make_encoder(None, _default, _json.encode_basestring_ascii, None, ": ",
-                                ", ", False, False, True)
+                                ", ", sort_keys, False, True)
     return "".join(encode(obj, 0))
