@@ -8,12 +8,17 @@ CONTAINER:INTERMEDIATE:SIZE pieces translated into real host ids, one map line p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from itertools import pairwise
 
 from idmap._record import Frozen
 from idmap.errors import IdMapError
 from idmap.subid import ID_LIMIT, SubidRange
+
+# collections.abc for annotations only: importing it (and collections) costs ~1.5 ms of every
+# container start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 # Since Linux 4.15 a uid_map or gid_map may hold up to 340 lines (user_namespaces(7));
 # the kernel refuses a longer write with EINVAL.
@@ -21,6 +26,9 @@ MAX_MAP_LINES = 340
 
 MODE_SINGLE = "single"
 MODE_SUBID = "subid"
+# Written directly by a writer that is root of the parent namespace (CAP_SETUID and CAP_SETGID
+# there: user_namespaces(7) lets it map any id of its own namespace); setgroups stays "allow".
+MODE_DIRECT = "direct"
 
 
 class IdRange(Frozen):
@@ -40,6 +48,7 @@ class IdMapping(Frozen):
 
     mode "single": one id each, written directly by the parent (needs setgroups "deny").
     mode "subid": written by the setuid helpers newuidmap/newgidmap.
+    mode "direct": any ids, written directly by a parent that is root of its namespace.
     """
 
     __slots__ = ("uid_map", "gid_map", "mode", "notice")
@@ -60,7 +69,8 @@ class IdMapping(Frozen):
         return sum(r.count for r in self.uid_map)
 
     def describe(self) -> str:
-        how = "newuidmap/newgidmap" if self.mode == MODE_SUBID else "direct write, setgroups deny"
+        how = {MODE_SUBID: "newuidmap/newgidmap", MODE_DIRECT: "direct write by root"}.get(
+            self.mode, "direct write, setgroups deny")
         n = self.size()
         out = [f"id mapping: mode {self.mode} ({how}), {n} container uid{'s' if n != 1 else ''}"]
         for kind, ranges in (("uid", self.uid_map), ("gid", self.gid_map)):

@@ -1,9 +1,11 @@
-"""Reading the small text files rl inspects (/proc, /sys, /etc): one helper instead of a
-private copy in every module. Imports only errno (built in): it is on `rl run`'s start-up path."""
+"""Reading and writing the small text files rl inspects and sets (/proc, /sys, /etc, cgroup
+files): one helper each instead of a private copy in every module. Imports only errno (built
+in) and os: it is on `rl run`'s start-up path."""
 
 from __future__ import annotations
 
 import errno
+import os
 
 # The errnos that mean "the file is not there", the only ones read_or_empty turns into "":
 # ENOENT  no such file (a kernel without that /proc or /sys file, an /etc file the host lacks,
@@ -23,3 +25,13 @@ def read_or_empty(path: str, missing: tuple[int, ...] = MISSING) -> str:
         if exc.errno not in missing:
             raise
         return ""
+
+
+def write_existing(path: str, text: str) -> None:
+    """One write(2) of `text` to an existing file (no O_CREAT, no truncation): what the
+    kernel's files want (cgroup limits, oom_score_adj), each value in a single write."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)

@@ -13,19 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "run":
         code = run_main(argv[1:])
         if entry and not os.environ.get("RL_NO_FAST_EXIT"):
-            # Skip the interpreter's finalisation (~12 ms of module teardown on these
-            # machines): the container is gone and every file rl wrote is closed.
-            try:
-                sys.stdout.flush()
-            except BrokenPipeError:
-                pass  # the reader left (`rl run ... | head`), as in a shell pipeline
-            except OSError as exc:
-                from rootless.errors import describe_oserror
-
-                sys.stderr.write(f"Error: {describe_oserror('writing the output', exc)}\n")
-                code = code or 125
-            sys.stderr.flush()
-            os._exit(code)
+            exit_now(code)
         return code
     if argv and argv[0] == "ps":
         # A CI runner polls `rl ps`: the plain flags are parsed without typer (see ps_fast).
@@ -42,6 +30,22 @@ def main(argv: list[str] | None = None) -> int:
     from rootless.cli import app_main
 
     return app_main(argv)
+
+
+def exit_now(code: int) -> None:
+    """Skip the interpreter's finalisation (~12 ms of module teardown on these machines): the
+    container is gone and every file rl wrote is closed (`rl run`, `rl-oci`)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass  # the reader left (`rl run ... | head`), as in a shell pipeline
+    except OSError as exc:
+        from rootless.errors import describe_oserror
+
+        sys.stderr.write(f"Error: {describe_oserror('writing the output', exc)}\n")
+        code = code or 125
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def report(exc: BaseException, debug: bool = False) -> int:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """rl's benchmarks: whole-process timings against baselines measured in the same run.
 
-    scripts/bench.py [--runs N] [SECTION ...]      sections: startup seccomp pull pull_single lifecycle network
-                                                   (pull includes pull_single)
+    scripts/bench.py [--runs N] [SECTION ...]      sections: startup seccomp pull pull_single lifecycle
+                                                   network oci (pull includes pull_single)
 
 Run as an unprivileged user with `rl` on PATH (as root it re-runs itself as RL_BENCH_USER,
 default rltest, the user scripts/test.sh creates). Timings on shared VMs are noisy: commands
@@ -374,6 +374,95 @@ class Bench:
             pm = statistics.median(results["podman (slirp4netns)"])
             print(f"  podman (slirp4netns)  {pm:9.0f}   rl/podman ×{rl_med / pm:.2f}")
 
+    # -- rl-oci ------------------------------------------------------------------------------
+    def oci(self) -> None:
+        """rl-oci against runc on one rootless bundle, podman with either runtime, and the
+        runtime-tools validation suite (rl-oci against crun) when it is built on this machine."""
+        if not have("rl-oci"):
+            print("\n## oci: rl-oci is not on PATH")
+            return
+        bundle = self.work / "oci-bundle"
+        bundle.mkdir(exist_ok=True)
+        (bundle / "config.json").unlink(missing_ok=True)
+        if have("runc"):
+            # runc's rootless default (user namespace, your id as root, no network namespace),
+            # used as it is by both runtimes.
+            subprocess.run(["runc", "spec", "--rootless", "--bundle", str(bundle)], check=True)
+        else:
+            subprocess.run(["rl-oci", "spec", "--bundle", str(bundle)], check=True)
+        import json
+
+        config = json.loads((bundle / "config.json").read_text())
+        config["root"] = {"path": str(self.rootfs), "readonly": True}
+        config["process"].update(args=["true"], terminal=False)
+        (bundle / "config.json").write_text(json.dumps(config))
+        roots = {name: self.work / f"oci-root-{name}" for name in ("rl-oci", "runc")}
+        counter = iter(range(10**6))
+
+        def run(runtime: str) -> float:
+            return timed([runtime, "--root", str(roots[runtime]), "run", "--bundle", str(bundle),
+                          f"bench-{next(counter)}"], self.env)
+
+        cmds: dict[str, Callable[[], float]] = {"rl-oci run (busybox bundle, true)": lambda: run("rl-oci")}
+        if have("runc"):
+            cmds["runc run (same bundle)"] = lambda: run("runc")
+        compare("OCI runtime: run `true` on one bundle", cmds, self.runs, list(cmds)[-1])
+        if self.podman_image():
+            rl_oci = shutil.which("rl-oci") or "rl-oci"
+            for label, net in (("--network none", ["--network=none"]), ("default network", [])):
+                cmds = {
+                    f"podman --runtime rl-oci run --rm ({label})": lambda n=net: timed(
+                        [*PODMAN, "--runtime", rl_oci, "run", "--rm", *n, self.podman_ref, "true"]),
+                    f"podman --runtime runc run --rm ({label})": lambda n=net: timed(
+                        [*PODMAN, "--runtime", "runc", "run", "--rm", *n, self.podman_ref, "true"]),
+                }
+                compare(f"podman with either runtime ({label})", cmds, self.runs, list(cmds)[-1])
+        self.runtime_tools()
+
+    def runtime_tools(self) -> None:
+        """The whole runtime-tools validation run, timed, rl-oci against crun: only when the
+        suite is built on this machine (RL_RUNTIME_TOOLS, default /var/tmp/ext/runtime-tools);
+        this script never builds it. Its programs are copied (runtimetest must be the user's
+        own: the suite copies it into each bundle keeping its owner)."""
+        suite = Path(os.environ.get("RL_RUNTIME_TOOLS", "/var/tmp/ext/runtime-tools"))
+        programs = sorted(suite.glob("validation/*/*.t"))
+        if not programs or not (suite / "runtimetest").exists():
+            print(f"\n## runtime-tools: not built at {suite}: skipped")
+            return
+        copy = self.work / "runtime-tools"
+        for path in [suite / "runtimetest", *suite.glob("rootfs-*.tar.gz"), *programs]:
+            dest = copy / path.relative_to(suite)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, dest)
+        # crun 1.8.1 refuses this host's hybrid cgroups; it runs as root of a user namespace
+        # with the user's subordinate ids and the unified mount hidden (how crun runs its own
+        # rootless tests), one namespace per program.
+        crun_wrap = ["unshare", "--map-root-user", "--map-auto", "-m", "sh", "-c",
+                     'mount -t tmpfs tmpfs /sys/fs/cgroup/unified && exec "$@"', "sh"]
+        runs = {"rl-oci": ([], shutil.which("rl-oci") or "rl-oci")}
+        if have("crun"):
+            runs["crun (in a user namespace)"] = (crun_wrap, "crun")
+        print(f"\n## runtime-tools validation, {len(programs)} programs, one run each")
+        for label, (wrap, runtime) in runs.items():
+            passed, start = 0, time.perf_counter()
+            for program in programs:
+                try:
+                    out = subprocess.run([*wrap, str(copy / program.relative_to(suite))],
+                                         cwd=copy, capture_output=True, text=True, timeout=120,
+                                         env=dict(self.env, RUNTIME=runtime))
+                except subprocess.TimeoutExpired:
+                    continue
+                lines = out.stdout.splitlines()
+                ok = sum(1 for ln in lines if ln.startswith("ok") and "# skip" not in ln.lower())
+                failed = any(ln.startswith("not ok") for ln in lines)
+                # passes: exit 0, no failed assertion, and an ok (or, for the programs that
+                # only check that the runtime refused, no error diagnostic either)
+                if out.returncode == 0 and not failed and (ok or '"error"' not in out.stdout):
+                    passed += 1
+            took = time.perf_counter() - start
+            print(f"  {label:<28} {passed:3d} of {len(programs)} pass   whole run {took:6.1f} s")
+
+
 def rerun_as_user(args: argparse.Namespace) -> int:
     """As root: install rl (not editable: an editable install adds ~15 ms of import hooks to
     every start) from a copy of this checkout into a venv the user can read, then run there."""
@@ -401,7 +490,8 @@ def rerun_as_user(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("sections", nargs="*", default=["startup", "seccomp", "pull", "lifecycle", "network"])
+    parser.add_argument("sections", nargs="*", default=["startup", "seccomp", "pull", "lifecycle", "network",
+                                                        "oci"])
     args = parser.parse_args()
     if os.geteuid() == 0:
         return rerun_as_user(args)

@@ -20,7 +20,8 @@ packages=(
     docker-registry apache2-utils openssl
     slirp4netns passt iperf3 dnsmasq-base iproute2
     fuse-overlayfs fuse3 libseccomp2 user-mode-linux kmod procps util-linux
-    podman runc git
+    podman conmon runc git containerd rootlesskit
+    slurm-wlm munge
 )
 
 say() { printf 'test.sh: %s\n' "$*" >&2; }
@@ -101,9 +102,22 @@ if [ "$(id -u)" = 0 ]; then
     "$base/venv/bin/python" -m compileall -q "$base/venv/lib" >/dev/null 2>&1 || true
     chmod -R a+rX "$base/venv"
     cd "$base/src"
+    # The one-node Slurm clusters of tests/oci/test_slurm.py: slurmd must run as root, so they
+    # are started here (one per oci.conf: RunTimeRun, and RunTimeCreate+RunTimeStart) and
+    # stopped when pytest returns. RL_NO_SLURM=1 leaves them out (their tests then skip).
+    slurm_env=()
+    if [ -z "${RL_NO_SLURM:-}" ] && command -v slurmd >/dev/null; then
+        for mode in run create-start; do
+            "$here/scripts/slurm-one-node.sh" start "$base/slurm-$mode" "$base/venv/bin/rl-oci" >/dev/null
+            "$here/scripts/slurm-one-node.sh" oci "$base/slurm-$mode" "$base/venv/bin/rl-oci" "$mode"
+        done
+        trap 'for m in run create-start; do "$here/scripts/slurm-one-node.sh" stop "$base/slurm-$m"; done' EXIT
+        slurm_env=(RL_SLURM_RUN="$base/slurm-run/etc/slurm.conf"
+                   RL_SLURM_CREATE_START="$base/slurm-create-start/etc/slurm.conf")
+    fi
     say "running pytest as $test_user (uid $uid)"
     set +e
-    runuser -u "$test_user" -- env -i \
+    runuser -u "$test_user" -- env -i "${slurm_env[@]}" \
         HOME="$(getent passwd "$test_user" | cut -d: -f6)" \
         USER="$test_user" LOGNAME="$test_user" \
         XDG_RUNTIME_DIR="/run/user/$uid" \

@@ -33,7 +33,7 @@ from rootless.cgroups.plan import (
     stale_owner,
 )
 from rootless.errors import CgroupError, describe_oserror
-from rootless.fileio import read_or_empty
+from rootless.fileio import read_or_empty, write_existing
 
 # typing only for annotations: importing it costs ~4 ms of `rl run`'s start-up.
 TYPE_CHECKING = False
@@ -62,12 +62,7 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def _write(path: str, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
+_write = write_existing
 
 
 def _writable(directory: str) -> bool:
@@ -158,12 +153,17 @@ def _controllers(directory: str) -> set[str]:
                                            exc)) from None
 
 
-def prepare_cgroup(spec: Any, cid: str, log: Any) -> ContainerCgroup | None:
+def prepare_cgroup(spec: Any, cid: str, log: Any, name: str | None = None,
+                   labels: dict[str, str] | None = None) -> ContainerCgroup | None:
     """Decide where the container's cgroup goes and which limits it gets; create nothing.
 
     Raises CgroupError (exit 125) for a limit that cannot be applied, naming the limit, the
-    reason and the fix; with --cgroups=best-effort prints one warning per dropped limit."""
+    reason and the fix; with --cgroups=best-effort prints one warning per dropped limit.
+    An OCI bundle gives its cgroup's `name` (from linux.cgroupsPath) and `labels`: how each
+    limit is named in its messages (linux.resources.memory.limit rather than --memory)."""
     writes = plan_writes(spec.limits)
+    for w in writes:
+        w.flag = (labels or {}).get(w.flag, w.flag)
     if not writes:
         return None
     where, reason, fix = locate(log, needed_controllers(writes), os.getuid())
@@ -180,8 +180,9 @@ def prepare_cgroup(spec: Any, cid: str, log: Any) -> ContainerCgroup | None:
         if not writes or where is None:
             return None
     assert where is not None
-    cg = ContainerCgroup(where, f"rl-{cid[:12]}-{os.getpid()}", writes, cid, spec.cgroups, log)
-    if where.base is not None:
+    cg = ContainerCgroup(where, name or f"rl-{cid[:12]}-{os.getpid()}", writes, cid, spec.cgroups,
+                         log)
+    if where.base is not None and name is None:
         remove_stale(where.base, log)
     return cg
 

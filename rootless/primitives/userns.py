@@ -17,10 +17,9 @@ thread (start_in_userns), then downloads while it runs.
 
 from __future__ import annotations
 
+import _signal as signal  # signal.py only adds enums: importing it (and enum) costs ~3 ms
 import os
-import signal
 import sys
-from collections.abc import Callable
 
 from rootless.errors import RlError, SetupError, describe_oserror
 from rootless.kernel import constants as k
@@ -31,6 +30,9 @@ from rootless.primitives.channel import Channel, error_message, raise_error
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    # collections.abc too: importing it (and collections) costs ~1.5 ms of every start.
+    from collections.abc import Callable
+
     from idmap import IdMapping
     from rootless.paths import Paths
 
@@ -89,11 +91,18 @@ def unshare_user(lib: object | None = None) -> None:
 
 def become_root(mapping: IdMapping) -> None:
     """Inside the new namespace: take uid/gid 0 (the invoking user on the host)."""
-    if mapping.mode != "single":
-        # setgroups is allowed only when /proc/self/setgroups is "allow" (the newgidmap case).
+    if mapping.mode != "single" and setgroups_allowed():
+        # setgroups is allowed only when /proc/self/setgroups is "allow": newgidmap leaves it
+        # "deny" when the map holds only the user's own gid (shadow, after CVE-2018-7169).
         os.setgroups([])
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
+
+
+def setgroups_allowed() -> bool:
+    from rootless.fileio import read_or_empty
+
+    return read_or_empty("/proc/self/setgroups").strip() != "deny"
 
 
 def userns_error(exc: OSError, sysctl_root: str = "/proc/sys") -> RlError:

@@ -17,22 +17,23 @@ first process of that namespace. It runs, in order:
 
 from __future__ import annotations
 
+import _signal as signal  # signal.py only adds enums: importing it (and enum) costs ~3 ms
 import _socket  # socket.py's wrappers cost start-up time and add nothing here
 import errno
 import fcntl
 import os
 import posixpath
-import signal
 import struct
 import sys
 
 from rootless.errors import CommandError, RlError, SetupError, describe_oserror
+from rootless.fileio import write_existing
 from rootless.kernel import constants as k
 from rootless.kernel import libc
 from rootless.primitives.channel import Channel, error_message
 from rootless.primitives.mounts import MountFailure, MountOp, apply_plan, remount_bind
 from rootless.runtime.flatten import flatten_layers
-from rootless.runtime.proc import close_fds_except
+from rootless.runtime.proc import FORWARDED, close_fds_except
 from rootless.runtime.users import resolve_user
 
 # typing is imported for annotations only: importing it costs ~4 ms of `rl run`'s start-up.
@@ -47,12 +48,23 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class ContainerSetup:
-    """Everything PID 1 needs, computed by the launcher before the fork (plain data)."""
+    """Everything PID 1 needs, computed by the launcher before the fork (plain data).
+
+    An OCI bundle (rootless.runtime.oci.plan) fills in more, each None/empty for `rl run`:
+    join_mntns (an fd: setns instead of a new mount namespace), propagation (rootfsPropagation,
+    set on "/" after pivot_root), no_pivot (MS_MOVE + chroot), domainname, rlimits
+    ((resource, soft, hard) triples), oom_score_adj, umask, groups (the exact supplementary
+    gids), hooks (an OciHooks: createRuntime is run by the launcher while PID 1 waits before
+    pivot_root, createContainer and startContainer by PID 1) and start_socket (the path where
+    PID 1, once created, waits for `rl-oci start`).
+    """
 
     __slots__ = (
         "rootfs_data", "merged", "plan", "hostname", "read_only", "command", "env", "workdir",
         "user", "tty", "winsize", "interactive", "init", "bring_up_lo", "wait_for_go",
         "security", "preserve_fds", "mapping_mode", "debug", "create_workdir",
+        "join_mntns", "propagation", "no_pivot", "domainname", "rlimits", "oom_score_adj",
+        "umask", "groups", "hooks", "start_socket",
     )
 
     def __init__(self, **kw: Any) -> None:
@@ -66,21 +78,51 @@ def container_main(setup: ContainerSetup, chan: Channel) -> NoReturn:
     try:
         lib = libc()
         lib.set_pdeathsig(signal.SIGKILL)
+        if setup.oom_score_adj is not None:
+            # Inherited by every process of the container; lowering it needs
+            # CAP_SYS_RESOURCE in the host's user namespace, so only a raise works rootless.
+            # Before PR_SET_DUMPABLE 0, which makes /proc/self's files root's (proc(5)).
+            step = "set oom_score_adj"
+            write_existing("/proc/self/oom_score_adj", str(setup.oom_score_adj))
         # Not dumpable while set-up holds the channel and host paths (ptrace by the host
         # user's other processes is refused); execve restores the default.
         lib.set_dumpable(False)
         lib.set_name("rl:[pid1]")
-        step = "create the mount namespace"
-        lib.unshare(k.CLONE_NEWNS)
+        if setup.join_mntns is not None:
+            step = "join the mount namespace"
+            lib.setns(setup.join_mntns, k.CLONE_NEWNS)
+        else:
+            step = "create the mount namespace"
+            lib.unshare(k.CLONE_NEWNS)
         lib.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
         step = "mount the root filesystem"
         mount_rootfs(setup, lib)
         step = "mount the container's filesystems"
         apply_plan(setup.merged, setup.plan, lib, log=_debug_logger(setup))
+        start = None
+        if setup.hooks is not None:
+            step = "run the createRuntime hooks"
+            chan.send("hooks")
+            go = chan.recv()
+            if not go or go.get("op") != "go":
+                os._exit(1)
+            setup.hooks.state["pid"] = go.get("pid")
+            step = "run the createContainer hooks"
+            setup.hooks.run_in_container("createContainer")
+        if setup.start_socket is not None:
+            start = listen_for_start(setup.start_socket)
         step = "pivot_root into the container"
-        enter_root(setup.merged, lib)
+        if setup.no_pivot:
+            enter_root_without_pivot(setup.merged, lib)
+        else:
+            enter_root(setup.merged, lib)
+        if setup.propagation:
+            step = "set the root's propagation"
+            lib.mount(None, "/", None, k.MS_REC | setup.propagation)
         step = "look up the container's user"
         user = resolve_user(setup.user)
+        if setup.groups is not None:
+            user.groups = list(setup.groups)
         if setup.workdir and setup.create_workdir:
             # Before a read-only remount: podman creates an image's WorkingDir even then.
             step = "create the working directory"
@@ -88,12 +130,21 @@ def container_main(setup: ContainerSetup, chan: Channel) -> NoReturn:
         if setup.read_only:
             step = "make the root filesystem read-only"
             remount_bind("/", k.MS_RDONLY, lib)
-        step = "set the hostname"
-        lib.sethostname(setup.hostname)
+        if setup.hostname is not None:
+            step = "set the hostname"
+            lib.sethostname(setup.hostname)
+        if setup.domainname is not None:
+            step = "set the domain name"
+            lib.setdomainname(setup.domainname)
         if setup.bring_up_lo:
             step = "bring up the loopback interface"
             bring_up_loopback()
-        run_command(setup, user, chan, lib)
+        if setup.rlimits:
+            step = "set the resource limits"
+            set_rlimits(setup.rlimits)
+        if setup.umask is not None:
+            os.umask(setup.umask)
+        run_command(setup, user, chan, lib, start)
     except MountFailure as exc:
         if setup.debug:
             import traceback
@@ -206,6 +257,45 @@ def _overlay_op(options: str) -> Any:
     return MountOp("mount", "/", "overlay", "overlay", 0, options)
 
 
+def set_rlimits(limits: list[tuple[int, int, int]]) -> None:
+    """setrlimit for each (resource, soft, hard); raising a hard limit needs CAP_SYS_RESOURCE
+    in the host's user namespace (EPERM rootless), which fails the start as runc does."""
+    import resource
+
+    for res, soft, hard in limits:
+        try:
+            resource.setrlimit(res, (soft, hard))
+        except (OSError, ValueError) as exc:
+            raise SetupError(f"setrlimit({res}, {soft}, {hard}): {exc}",
+                             hint="a hard limit above the current one needs privileges "
+                                  "an unprivileged runtime does not have") from None
+
+
+def listen_for_start(path: str) -> Any:
+    """The socket `rl-oci start` connects to (bound on the host's path before pivot_root;
+    the descriptor keeps working after it). The relative bind keeps long --root paths within
+    the 107 bytes of sun_path."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+    cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.chdir(os.path.dirname(path))
+        sock.bind(os.path.basename(path))
+    finally:
+        os.fchdir(cwd)
+        os.close(cwd)
+    sock.listen(1)
+    return sock
+
+
+def enter_root_without_pivot(new_root: str, lib: Any) -> None:
+    """--no-pivot: move the rootfs mount over "/" and chroot (for a ramfs root, where
+    pivot_root(2) is refused); the old root stays reachable to chroot escapes, as runc warns."""
+    os.chdir(new_root)
+    lib.mount(new_root, "/", None, k.MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")
+
+
 def enter_root(new_root: str, lib: Any) -> None:
     """pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only
     the container's tree (the runc trick; avoids a put_old directory inside the image)."""
@@ -226,7 +316,8 @@ def bring_up_loopback() -> None:
         s.close()
 
 
-def run_command(setup: ContainerSetup, user: Any, chan: Channel, lib: Any) -> NoReturn:
+def run_command(setup: ContainerSetup, user: Any, chan: Channel, lib: Any,
+                start: Any = None) -> NoReturn:
     env = dict(setup.env)
     env.setdefault("HOME", user.home)
     if setup.tty:
@@ -239,6 +330,8 @@ def run_command(setup: ContainerSetup, user: Any, chan: Channel, lib: Any) -> No
         msg = chan.recv()
         if not msg or msg.get("op") != "go":
             os._exit(125)
+    if start is not None:
+        wait_for_start(setup, env, chan, start, lib)
     security = setup.security
     if security is not None:
         # Still root with every capability of the namespace: secrets are written and chowned,
@@ -255,6 +348,71 @@ def run_command(setup: ContainerSetup, user: Any, chan: Channel, lib: Any) -> No
     if setup.init:
         run_init(setup.command, env, chan, setup.tty)
     exec_command(setup.command, env, chan)
+
+
+def wait_for_start(setup: ContainerSetup, env: dict[str, str], chan: Channel, listener: Any,
+                   lib: Any) -> None:
+    """An OCI container is "created" here: every set-up step is done and the command waits
+    for `rl-oci start`. The launcher ("created" -> "ok") records the state before this
+    process stops depending on it: PR_SET_PDEATHSIG is cleared, so the helper may exit and the
+    caller's subreaper (conmon, containerd-shim, slurmstepd) becomes the parent that collects
+    the exit status, as with runc. `chan` becomes the start connection: errors from here on
+    (a startContainer hook, the exec) go to `start`."""
+    find_executable(setup.command[0], env)  # runc fails `create`, not `start`, for this
+    chan.send("created")
+    msg = chan.recv()
+    if not msg or msg.get("op") != "ok":
+        os._exit(1)  # the launcher is gone: nobody recorded this container
+    if msg.get("detach"):
+        lib.set_pdeathsig(0)
+        if not setup.tty:  # (with a terminal, take_terminal made a session already)
+            # A session of its own: the caller's process group is not the container's. Slurm
+            # kills the whole group of a runtime command once it returns (run_command's
+            # killpg), and a ^C in the shell that ran `create` must not reach it either.
+            os.setsid()
+        chan.send("detached")
+    chan.sock.close()
+
+    def stop(signum: int, _frame: Any) -> None:
+        # PID 1 of a PID namespace gets no signal it has no handler for (but SIGKILL):
+        # `kill` of a created container must still end it (runc's init behaves the same).
+        os._exit(128 + signum)
+
+    ending = [s for s in FORWARDED if s != signal.SIGWINCH]
+    for sig in ending:
+        signal.signal(sig, stop)
+    # _socket's own accept (socket.py's wrapper is not imported here); the new descriptor
+    # is close-on-exec, as Python makes every descriptor it creates.
+    fd, _ = listener._accept()
+    listener.close()
+    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, fd)
+    for sig in ending:
+        signal.signal(sig, signal.SIG_DFL)
+    conn.setblocking(True)
+    chan.sock = conn
+    msg = chan.recv()
+    if not msg or msg.get("op") != "start":
+        os._exit(1)
+    if setup.hooks is not None:
+        setup.hooks.run_in_container("startContainer")
+
+
+def find_executable(name: str, env: dict[str, str]) -> None:
+    """CommandError 127 (or 126) unless `name` resolves to an executable in the container's
+    PATH: checked at create time, as runc and crun do, so `create` fails rather than `start`."""
+    if "/" in name:
+        candidates = [name]
+    else:
+        candidates = [os.path.join(d or ".", name) for d in env.get("PATH", DEFAULT_PATH).split(":")]
+    for path in candidates:
+        if os.path.isfile(path):
+            if os.access(path, os.X_OK):
+                return
+            # runc's wording: podman maps "permission denied" to 126 and "executable file
+            # not found" to 127 (libpod's OCI runtime error handling).
+            raise CommandError(f'exec: "{name}": permission denied', exit_code=126)
+    raise CommandError(f'exec: "{name}": executable file not found in $PATH', exit_code=127,
+                       hint="check process.args[0] and the PATH in process.env")
 
 
 def set_identity(user: Any, mapping_mode: str) -> None:

@@ -10,8 +10,8 @@ foreground group, so that ^C, ^\\ and ^Z from the terminal go to the command, no
 
 from __future__ import annotations
 
+import _signal as signal  # signal.py only adds enums: importing it (and enum) costs ~3 ms
 import os
-import signal
 
 from rootless.kernel import libc
 from rootless.primitives.channel import error_message

@@ -26,9 +26,9 @@ that belong to subordinate ids.
 
 from __future__ import annotations
 
+import _signal as signal  # signal.py only adds enums: importing it (and enum) costs ~3 ms
 import os
 import select
-import signal
 import sys
 import time
 
@@ -91,8 +91,17 @@ class Prepared:
                  # of the container's runtime directory (state.create_record), held while
                  # this process or its monitor owns the container; the signal queue
                  # (rootless.runtime.interrupt); objects whose fileno() the wait loop watches
-                 # and whose fire(session) it calls when readable (the -d logger)
-                 "paths", "notify", "owner_fd", "signals", "watchers")
+                 # and whose fire(session) it calls when readable (the -d logger); record:
+                 # False when the container is no container of rl's own state (an OCI bundle)
+                 "paths", "notify", "owner_fd", "signals", "watchers", "record",
+                 # namespaces to join instead of create (an OCI bundle's linux.namespaces
+                 # paths): userns_fd first, then each (CLONE_NEW* flag, fd) of ns_join;
+                 # keep_userns: stay in the current one (an OCI runtime that rootless podman
+                 # already runs as root of its user namespace, with no user namespace asked)
+                 "userns_fd", "ns_join", "keep_userns",
+                 # an OCI bundle's lifecycle (rootless.runtime.oci.lifecycle.Lifecycle): the
+                 # session stops once PID 1 is created and waits for `start`
+                 "oci")
 
     def __init__(self, **kw: Any) -> None:
         for name in self.__slots__:
@@ -251,7 +260,7 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
         ns |= k.CLONE_NEWNET
     return Prepared(spec=spec, cid=cid, dirs=dirs, setup=setup, mapping=mapping, helpers=helpers,
                     ns_flags=ns, network=network, image=source, cgroup=cgroup, paths=paths,
-                    owner_fd=owner_fd, watchers=[])
+                    owner_fd=owner_fd, watchers=[], record=True, ns_join=[])
 
 
 def write_config(dirs: ContainerDirs, data: dict[str, Any]) -> None:
@@ -360,7 +369,12 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
             # keep it held after they died.
             os.close(p.owner_fd)
         step = "create the user namespace"
-        if p.network.join_userns:
+        if p.keep_userns:
+            pass
+        elif p.userns_fd is not None:
+            step = "join the user namespace"
+            lib.setns(p.userns_fd, k.CLONE_NEWUSER)
+        elif p.network.join_userns:
             # An `rl network`'s containers share its user namespace (rootless.network.bridge):
             # setns(CLONE_NEWUSER) is allowed to the namespace's owner, which is this user.
             step = "join the network's user namespace"
@@ -381,7 +395,12 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
         go = hchan.recv()
         if not go or go.get("op") != "go":
             os._exit(1)
-        become_root(p.mapping)
+        if not p.keep_userns:
+            become_root(p.mapping)
+        for flag, fd in p.ns_join:
+            # setns(2) into a namespace owned by this user namespace (or one it may enter).
+            step = f"join the namespace {fd_path(fd)}"
+            lib.setns(fd, flag)
         step = "create the namespaces"
         lib.unshare(p.ns_flags)
         pid1 = os.fork()
@@ -394,6 +413,12 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
             container_main(p.setup, cchan)
         cchan.close()
         hchan.send("pid1", pid=pid1)
+        if p.oci is not None and p.oci.detach:
+            # An OCI `create`: once PID 1 no longer depends on this process (it cleared its
+            # PDEATHSIG), exit; PID 1 is re-parented to the caller's subreaper, which waits
+            # for it (conmon, containerd-shim), or to init.
+            hchan.recv()
+            os._exit(0)
         while True:
             try:
                 _, status = os.waitpid(pid1, 0)
@@ -451,7 +476,9 @@ class Session:
             raise SetupError("the helper process exited before creating the user namespace")
         self.log("helper in its user namespace")
         self.check_interrupt()
-        if self.p.network.join_userns is None:  # a joined namespace has its maps already
+        if self.p.network.join_userns is None and self.p.userns_fd is None and \
+                not self.p.keep_userns:
+            # (a joined namespace has its maps already)
             if self.p.network.early_start:
                 self.p.network.spawn(self.helper_pid, self.log)
             apply_mapping(self.helper_pid, self.p.mapping, self.p.helpers)
@@ -471,19 +498,61 @@ class Session:
         self.pid1 = int(msg["pid"])
         self.pidfd = open_pidfd(self.pid1)
         self.log(f"PID 1 is host pid {self.pid1}")
-        from rootless.runtime import state
+        if self.p.record:
+            from rootless.runtime import state
 
-        state.record_running(self.p, self.pid1, self.helper_pid)
+            state.record_running(self.p, self.pid1, self.helper_pid)
         self.check_interrupt()
         self.p.network.start(self.helper_pid, self.log)
         self.network_watch = NetworkWatch.of(self.p.network)
         self.check_interrupt()
+        if self.p.oci is not None:
+            self.until_created()
+            if self.p.oci.detach:
+                return 0
+            self.p.oci.start(self.pid1)
         if self.p.setup.wait_for_go and self.cchan is not None:
             try:
                 self.cchan.send("go")
             except (BrokenPipeError, ConnectionResetError):
                 pass  # PID 1 already failed; its error is waiting on the channel
         return self.wait()
+
+    def until_created(self) -> None:
+        """An OCI container: relay PID 1's set-up (its pty to the console socket, the
+        createRuntime hooks) until it is created and waits for `start`. Then record it and,
+        for `create`, let PID 1 and the helper go on without this process."""
+        assert self.cchan is not None and self.pid1 is not None
+        oci = self.p.oci
+        while True:
+            msg, fds = self.cchan.recv_with_fds()
+            op = msg.get("op") if msg else None
+            if op == "pty" and fds:
+                self.master = oci.terminal(fds[0])
+                if self.master is not None:
+                    os.set_blocking(self.master, True)
+                continue
+            for fd in fds:
+                os.close(fd)
+            if op == "hooks":
+                oci.runtime_hooks(self.pid1)
+                self.cchan.send("go", pid=self.pid1)
+            elif op == "created":
+                oci.created(self.pid1)
+                self.cchan.send("ok", detach=oci.detach)
+                if oci.detach:
+                    # PID 1 has cleared its PDEATHSIG when it answers: only then may the helper
+                    # (its parent) exit.
+                    msg = self.cchan.recv()
+                    if not msg or msg.get("op") != "detached":
+                        raise SetupError("the container's process exited while it was created")
+                    self.hchan.send("release")
+                    self.reap_helper()
+                return
+            elif op == "error":
+                raise_error(msg)  # type: ignore[arg-type]  (close() kills the helper)
+            else:
+                raise SetupError("the container's process exited during its set-up")
 
     def wait(self) -> int:
         spec = self.p.spec
@@ -748,6 +817,14 @@ class NetworkWatch:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
+
+
+def fd_path(fd: int) -> str:
+    """What a namespace descriptor names, for error messages (nsfs shows 'net:[4026...]')."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except FileNotFoundError:  # ENOENT: no /proc here, or the descriptor is already closed
+        return f"fd {fd}"
 
 
 def cleanup(p: Prepared, log: Log, exit_code: int | None) -> None:

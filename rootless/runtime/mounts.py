@@ -8,7 +8,6 @@ first by the caller.
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable
 
 from rootless.kernel import constants as k
 from rootless.primitives.mounts import MountOp
@@ -16,6 +15,7 @@ from rootless.primitives.mounts import MountOp
 # typing is imported for annotations only: importing it costs ~4 ms of `rl run`'s start-up.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 # Host device nodes bind-mounted into the container's /dev (an unprivileged user cannot mknod).

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import _signal as signal  # signal.py only adds enums: importing it (and enum) costs ~3 ms
 import errno
 import os
-import signal
 
 # Signals `rl` forwards to the container (the rest keep their default meaning for rl itself).
 FORWARDED = (
@@ -27,11 +27,13 @@ def parse_signal(text: str | int) -> int:
         if 0 < num < signal.NSIG:
             return num
         raise ValueError(f"invalid signal: {text}")
+    import signal as signals  # the enum of names, off the start-up path
+
     name = str(text).upper()
     if not name.startswith("SIG"):
         name = "SIG" + name
     try:
-        return int(signal.Signals[name])
+        return int(signals.Signals[name])
     except KeyError:
         if name.startswith("SIGRTMIN+") and name[9:].isdigit():
             return int(signal.SIGRTMIN) + int(name[9:])

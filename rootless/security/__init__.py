@@ -37,8 +37,12 @@ _IGNORED_OPTS = ("label=", "apparmor=", "proc-opts=")  # no LSM support: accepte
 class SecurityPlan:
     """The security settings of one run, ready for PID 1 (plain data plus a BPF buffer)."""
 
+    # `sets`: an OCI process's own capability sets as masks (bounding, effective, permitted,
+    # inheritable, ambient), applied as they are whatever the user; None for `rl run`, whose
+    # sets follow from `caps`/`user_caps` and the user (podman's rules, below).
     __slots__ = ("privileged", "caps", "user_caps", "last_cap", "no_new_privs", "masked",
-                 "readonly", "seccomp", "seccomp_source", "secrets", "_secrets_op", "_done")
+                 "readonly", "seccomp", "seccomp_source", "secrets", "_secrets_op", "_done",
+                 "sets")
 
     def __init__(self, **kw: Any) -> None:
         for name in self.__slots__:
@@ -76,10 +80,12 @@ class SecurityPlan:
 
             op = self._secrets_op
             write_into_container(lib, self.secrets, user.uid, user.gid, op.flags, op.data)
-        if not self.privileged:
+        if self.sets is not None:
+            capmod.drop_bounding_set(lib, self.sets[0], self.last_cap)
+        elif not self.privileged:
             capmod.drop_bounding_set(lib, self.caps, self.last_cap)
         capmod.clear_ambient(lib)
-        if user.uid != 0 and self.user_caps:
+        if user.uid != 0 and (self.user_caps or (self.sets is not None and self.sets[2])):
             capmod.keep_caps_across_setuid(lib)
         if self.seccomp is not None and not self.no_new_privs:
             self.seccomp.install(lib)
@@ -88,7 +94,11 @@ class SecurityPlan:
     def apply_before_exec(self, lib: Any, user: Any) -> None:
         if not self._done:
             raise SetupError("security: apply_before_identity was not called before the user switch")
-        if user.uid == 0:
+        if self.sets is not None:
+            _, effective, permitted, inheritable, ambient = self.sets
+            lib.capset(effective, permitted, inheritable)
+            capmod.raise_ambient(lib, ambient, self.last_cap)
+        elif user.uid == 0:
             capmod.set_process_caps(lib, self.caps)
         else:
             # setresuid already emptied permitted/effective (unless keep-caps); what a
@@ -176,6 +186,42 @@ def plan_security(spec: Any, paths: Any = None, log: Any = None) -> SecurityPlan
                         last_cap=last_cap, no_new_privs=opts["no_new_privs"], masked=masked,
                         readonly=readonly, seccomp=seccomp, seccomp_source=source,
                         secrets=secrets, _secrets_op=secrets_op)
+
+
+def plan_oci_security(process: dict[str, Any], linux: dict[str, Any], paths: Any,
+                      log: Any = None) -> SecurityPlan:
+    """The security plan of an OCI process (config.json's `process`, or an exec's): its five
+    capability sets as given, noNewPrivileges, the container's seccomp profile (same format
+    as podman's, compiled through the same cache), masked and read-only paths as listed."""
+    last_cap = capmod.read_last_cap()
+    caps = process.get("capabilities") or {}
+    bounding, effective, permitted, inheritable, ambient = (
+        capmod.mask_of(caps.get(kind) or []) & capmod.all_caps(last_cap)
+        for kind in ("bounding", "effective", "permitted", "inheritable", "ambient"))
+    # The kernel raises an ambient capability only when it is permitted and inheritable
+    # (capabilities(7)); runc ignores the others (its rootless spec lists ambient without
+    # inheritable), and so does rl-oci.
+    sets = (bounding, effective, permitted, inheritable, ambient & permitted & inheritable)
+    seccomp, source = None, "unconfined"
+    profile = linux.get("seccomp")
+    if profile:
+        import rootless.jsonc as json  # not json: it imports re (~3 ms of every create)
+        from rootless.security.seccomp import load_filter
+
+        # The profile's bytes are the cache key: the same JSON, sorted, gives the same key.
+        data = json.dumps(profile, sort_keys=True).encode()
+        try:
+            seccomp = load_filter(data, "linux.seccomp", set(capmod.names_of(sets[0])),
+                                  os.path.join(paths.runtime_dir, "seccomp"))
+        except FileNotFoundError:
+            raise SetupError("linux.seccomp cannot be applied: libseccomp is not installed",
+                             hint="install libseccomp2 (apt-get install libseccomp2)") from None
+        source = "linux.seccomp"
+    return SecurityPlan(privileged=False, caps=sets[0], user_caps=0, last_cap=last_cap,
+                        no_new_privs=bool(process.get("noNewPrivileges")),
+                        masked=list(linux.get("maskedPaths") or []),
+                        readonly=list(linux.get("readonlyPaths") or []), seccomp=seccomp,
+                        seccomp_source=source, secrets=[], _secrets_op=None, sets=sets)
 
 
 def _plan_seccomp(value: str | None, privileged: bool, caps: int, last_cap: int,
