@@ -21,7 +21,7 @@ packages=(
     slirp4netns passt iperf3 dnsmasq-base iproute2
     fuse-overlayfs fuse3 libseccomp2 user-mode-linux kmod procps util-linux
     podman runc git
-    slurm-wlm munge
+    slurm-wlm munge containerd rootlesskit
 )
 
 say() { printf 'test.sh: %s\n' "$*" >&2; }

@@ -19,9 +19,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import REPO, need, need_tool
+from tests.conftest import need, need_tool
 
 
 @dataclass(frozen=True)
@@ -38,12 +36,22 @@ class Cluster:
         return dict(re.fullmatch(r'(\w+)="(.*)"', line).groups()  # type: ignore[union-attr]
                     for line in lines if line and not line.startswith("#"))
 
-    def state(self, node: str, job: str) -> dict | None:
+    def runtime_roots(self) -> set[Path]:
+        """The runtimes' --root directories the nodes' oci.conf name, for this user."""
+        roots = set()
+        for node in (self.conf.parent / "nodes").read_text().split():
+            query = self.oci_conf(node)["RunTimeQuery"].replace("$(id -u)", str(os.getuid()))
+            found = re.search(r"--root=(\S+)", query)
+            if found:
+                roots.add(Path(found.group(1)))
+        return roots
+
+    def state(self, node: str, job: str, step: str = "0") -> dict | None:
         """The container's state as slurmstepd sees it: the node's RunTimeQuery for task 0 of
-        step 0 of JOB, run as the job's user, stdout and stderr read together as Slurm reads
+        STEP of JOB, run as the job's user, stdout and stderr read together as Slurm reads
         them. None when that is not a state document (the container is gone)."""
-        subst = {"n": node, "u": pwd.getpwuid(os.getuid()).pw_name, "j": job, "s": "0", "t": "0",
-                 "%": "%"}
+        subst = {"n": node, "u": pwd.getpwuid(os.getuid()).pw_name, "j": job, "s": step,
+                 "t": "0", "%": "%"}
         cmd = re.sub(r"%(.)", lambda m: subst[m.group(1)], self.oci_conf(node)["RunTimeQuery"])
         out = subprocess.run(["/bin/sh", "-c", cmd], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, timeout=30)
@@ -74,6 +82,29 @@ class Cluster:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env, cwd=bundle)
         return name, proc
 
+    def sbatch(self, node: str, bundle: Path, script: Path, output: Path) -> str:
+        """sbatch --container=BUNDLE SCRIPT; the job's id."""
+        r = subprocess.run(
+            ["sbatch", "--parsable", "-w", node, f"--container={bundle}", f"--output={output}",
+             str(script)], capture_output=True, text=True, timeout=60, env=self.env, cwd=bundle)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip().split(";")[0]
+
+    def finished(self, job: str, timeout: float = 60) -> tuple[str, str]:
+        """(JobState, ExitCode) once the job has ended: scontrol keeps the record for
+        MinJobAge seconds, and asking it is quicker than `sbatch --wait`'s polling."""
+        end = time.monotonic() + timeout
+        while True:
+            r = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True,
+                               text=True, timeout=30, env=self.env)
+            fields = dict(f.split("=", 1) for f in r.stdout.split() if "=" in f)
+            if fields.get("JobState") not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
+                return fields.get("JobState", ""), fields.get("ExitCode", "")
+            if time.monotonic() > end:
+                subprocess.run(["scancel", job], env=self.env, timeout=30, check=False)
+                raise AssertionError(f"job {job} did not end: {r.stdout}")
+            time.sleep(0.1)
+
     def job_ids(self, name: str) -> list[str]:
         out = subprocess.run(["squeue", "-h", "-n", name, "-o", "%A"], capture_output=True,
                              text=True, env=self.env, timeout=30)
@@ -98,20 +129,6 @@ def slurm_cluster() -> Cluster:
          "no Slurm test cluster (scripts/test.sh starts one as root: scripts/slurm/one-node.sh)")
     need_tool("srun")
     return Cluster(Path(conf))
-
-
-def runtime_path(name: str) -> str:
-    """The runtime binary the tests expect the cluster's oci.conf to name."""
-    if name == "runc":
-        return need_tool("runc")
-    # rl-oci is being written on another branch; until scripts/rl-oci is in the source tree
-    # there is nothing to test. Remove this condition once it is on main: then a missing
-    # rl-oci fails under CI=true like any other missing component.
-    if not (REPO / "scripts" / "rl-oci").exists():
-        pytest.skip("rl-oci is not in this source tree yet")
-    path = shutil.which("rl-oci")
-    need(path is not None, "rl-oci is not installed in this environment")
-    return path or ""
 
 
 def make_bundle(dest: Path, rootfs_template: Path) -> Path:
