@@ -34,7 +34,8 @@ say() { printf 'one-node.sh: %s\n' "$*" >&2; }
 
 # The daemons get a clean environment: slurmstepd (and so every RunTime* command of oci.conf)
 # inherits slurmd's, and the tests must not depend on whatever the calling shell exported.
-daemon_env() { env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
+# Nor do they inherit the lock's fd 9: a daemon holding it would lock out the next stop.
+daemon_env() { env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@" 9>&-; }
 client() { SLURM_CONF=$etc/slurm.conf "$@"; }
 
 # Ours are the Slurm daemons and steps whose environment holds SLURM_CONF below DIR, and the
@@ -185,7 +186,7 @@ start_munge() {
     runuser -u munge -- env -i PATH=/usr/sbin:/usr/bin munged \
         --key-file="$dir/munge/munge.key" --socket="$dir/munge-socket/munge.socket.2" \
         --pid-file="$dir/munge/munged.pid" --log-file="$dir/munge/munged.log" \
-        --seed-file="$dir/munge/munged.seed"
+        --seed-file="$dir/munge/munged.seed" 9>&-
 }
 
 do_stop() {
@@ -223,9 +224,10 @@ do_start() {
         command -v "$t" >/dev/null || { say "$t not found: apt-get install slurm-wlm munge"; exit 1; }
     done
     do_stop
-    install -d -m 0755 "$dir"
     write_config "$@"
     write_oci_confs "$@"
+    # The logs of this start only: the previous cluster's go.
+    rm -rf "$dir/log"
     install -d -m 0700 "$dir/ctld" "$dir/run" "$dir/log"
     # The spool holds each step's bundle (slurmstepd makes it and hands it to the job's user):
     # the user has to be able to reach it.
@@ -247,13 +249,23 @@ do_start() {
     exit 1
 }
 
+lock() {
+    # One start or stop at a time per DIR. DIR (and the directories above it) must let the
+    # jobs' users through: slurmstepd writes each step's bundle in its spool.
+    install -d -m 0755 "$dir"
+    exec 9>"$dir/lock"
+    flock -w 120 9 || { say "$dir is locked by another start or stop"; exit 1; }
+}
+
 case "$cmd" in
 start)
     [ "$(id -u)" = 0 ] || { say "start needs root (slurmd and munged run as root and munge)"; exit 1; }
+    lock
     do_start "$@"
     ;;
 stop)
     [ "$(id -u)" = 0 ] || { say "stop needs root"; exit 1; }
+    lock
     do_stop
     ;;
 status)
