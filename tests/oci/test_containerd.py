@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -77,6 +78,13 @@ def test_ctr_run_output_and_status(ctrd: Containerd, busybox_image: str, runtime
     assert "out pid=1 path=/usr/local/sbin:/usr/local/bin:" in r.stdout, r.stdout + r.stderr
     assert "err" in r.stderr
     assert cid not in ctrd.names("containers")
+
+
+def test_ctr_run_rootfs(ctrd: Containerd, busybox_rootfs: Path, runtime: str, cid: str) -> None:
+    """A container on a plain directory (`--rootfs`, no image and no snapshot)."""
+    r = ctrd.ctr("run", "--rm", *NO_CGROUP, "--runc-binary", runtime, "--rootfs",
+                 str(busybox_rootfs), cid, "/bin/sh", "-c", "echo from $(cat /proc/1/comm); exit 3")
+    assert (r.returncode, r.stdout) == (3, "from sh\n"), r.stderr
 
 
 def test_ctr_detached_exec_kill_delete(ctrd: Containerd, busybox_image: str, runtime: str,

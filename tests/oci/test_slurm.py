@@ -79,12 +79,13 @@ def job_of(text: str) -> str:
 def test_run_path_output_input_and_status(cluster: Cluster, runtime: str, bundle: Path) -> None:
     node = f"{runtime}-run"
     r = cluster.srun(node, bundle,
-                     'echo "out pid=$$ job=$SLURM_JOB_ID"; read line; echo "in=$line"; '
-                     'echo err >&2; exit 3', input="hello\n")
+                     'echo "out pid=$$ uid=$(id -u) job=$SLURM_JOB_ID"; read line; '
+                     'echo "in=$line"; echo err >&2; exit 3', input="hello\n")
     assert r.returncode == 3, r.stderr
-    # The job is PID 1 of the container's PID namespace and sees the job's environment,
-    # which slurmstepd appended to process.env.
-    assert "out pid=1 job=" in r.stdout, r.stdout + r.stderr
+    # The job is PID 1 of the container's PID namespace, root there (`runc spec --rootless`
+    # maps the user's uid to 0), and sees the job's environment, which slurmstepd appended to
+    # process.env.
+    assert "out pid=1 uid=0 job=" in r.stdout, r.stdout + r.stderr
     assert "in=hello" in r.stdout
     assert "err" in r.stderr
     # The runtime removed the container when it ended (Slurm deletes only what it still finds).
