@@ -20,8 +20,8 @@ packages=(
     docker-registry apache2-utils openssl
     slirp4netns passt iperf3 dnsmasq-base iproute2
     fuse-overlayfs fuse3 libseccomp2 user-mode-linux kmod procps util-linux
-    podman conmon runc git containerd rootlesskit
-    slurm-wlm munge
+    podman conmon runc git
+    slurm-wlm munge containerd rootlesskit
 )
 
 say() { printf 'test.sh: %s\n' "$*" >&2; }
@@ -90,6 +90,15 @@ if [ "$(id -u)" = 0 ]; then
         temproot=/tmp/rlt-$(basename "$base")
         install -d -m 0700 -o "$test_user" -g "$(id -g "$test_user")" "$temproot"
     fi
+    # A private Slurm cluster for tests/oci/test_slurm.py, one node per runtime and oci.conf
+    # path; it comes up in the background while the venv is built, and goes when this exits.
+    slurm=$base/slurm
+    "$here/scripts/slurm/one-node.sh" start "$slurm" "runc=$(command -v runc)" \
+        "rl-oci=$base/venv/bin/rl-oci" >"$base/slurm-start.log" 2>&1 &
+    slurm_start=$!
+    trap 'wait "$slurm_start" 2>/dev/null; "$here/scripts/slurm/one-node.sh" stop "$slurm" || true' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
     copy_checkout "$base/src"
     if [ ! -x "$base/venv/bin/python" ]; then
         /usr/bin/python3 -m venv "$base/venv"
@@ -101,28 +110,18 @@ if [ "$(id -u)" = 0 ]; then
     runuser -u "$test_user" -- "$base/venv/bin/python" -m compileall -q "$base/src/rootless" "$base/src/idmap" >/dev/null || true
     "$base/venv/bin/python" -m compileall -q "$base/venv/lib" >/dev/null 2>&1 || true
     chmod -R a+rX "$base/venv"
+    slurm_conf=$slurm/etc/slurm.conf
+    wait "$slurm_start" || { say "no Slurm cluster: $(tail -n 3 "$base/slurm-start.log")"; slurm_conf=; }
     cd "$base/src"
-    # The one-node Slurm clusters of tests/oci/test_slurm.py: slurmd must run as root, so they
-    # are started here (one per oci.conf: RunTimeRun, and RunTimeCreate+RunTimeStart) and
-    # stopped when pytest returns. RL_NO_SLURM=1 leaves them out (their tests then skip).
-    slurm_env=()
-    if [ -z "${RL_NO_SLURM:-}" ] && command -v slurmd >/dev/null; then
-        for mode in run create-start; do
-            "$here/scripts/slurm-one-node.sh" start "$base/slurm-$mode" "$base/venv/bin/rl-oci" >/dev/null
-            "$here/scripts/slurm-one-node.sh" oci "$base/slurm-$mode" "$base/venv/bin/rl-oci" "$mode"
-        done
-        trap 'for m in run create-start; do "$here/scripts/slurm-one-node.sh" stop "$base/slurm-$m"; done' EXIT
-        slurm_env=(RL_SLURM_RUN="$base/slurm-run/etc/slurm.conf"
-                   RL_SLURM_CREATE_START="$base/slurm-create-start/etc/slurm.conf")
-    fi
     say "running pytest as $test_user (uid $uid)"
     set +e
-    runuser -u "$test_user" -- env -i "${slurm_env[@]}" \
+    runuser -u "$test_user" -- env -i \
         HOME="$(getent passwd "$test_user" | cut -d: -f6)" \
         USER="$test_user" LOGNAME="$test_user" \
         XDG_RUNTIME_DIR="/run/user/$uid" \
         PATH="$base/venv/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" \
         LANG=C.UTF-8 CI="${CI:-}" RL_TEST_SOURCE="$here" PYTEST_DEBUG_TEMPROOT="$temproot" \
+        RL_SLURM_CONF="$slurm_conf" \
         "$base/venv/bin/python" -m pytest -p no:cacheprovider -ra "$@"
     status=$?
     set -e

@@ -1,85 +1,112 @@
-"""containerd drives rl-oci: Debian's containerd 1.6 as the unprivileged user under
-rootlesskit (its own user and mount namespaces, the host's network), and `ctr run
---runc-binary rl-oci`: containerd-shim-runc-v2 calls rl-oci's create/start/delete and reaps the
-container's PID 1 as its subreaper."""
+"""containerd drives an OCI runtime: a rootless containerd 1.6 under rootlesskit, started by the
+unprivileged test user (tests/oci/containerd_fixtures.py), runs the test registry's busybox
+image through `ctr run --runc-binary RUNTIME`, once with runc and once with rl-oci. The shim
+(containerd-shim-runc-v2) calls the runtime as it calls runc: `--root --log --log-format json`
+then create/start/exec/kill/delete (docs/containerd.md lists the calls).
+
+Every container is run with `--cgroup ""` and `--cpu-shares 0`: containerd's default spec
+places the container in the cgroup /NAMESPACE/ID and ctr asks for cpu.shares 1024, which a
+runtime in a user namespace then has to create and cannot; these tests leave cgroups alone.
+"""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import tempfile
-import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import need_tool
+from tests.conftest import container_processes
+from tests.integration.test_lifecycle import until
+from tests.oci.containerd_fixtures import Containerd, start_containerd
+from tests.oci.engine_fixtures import RUNTIMES, runtime_path
 
 pytestmark = pytest.mark.integration
 
+NO_CGROUP = ("--cgroup", "", "--cpu-shares", "0")
+
+
+@pytest.fixture(scope="session")
+def ctrd(tmp_path_factory: pytest.TempPathFactory, unprivileged: None) -> Iterator[Containerd]:
+    daemon = start_containerd(tmp_path_factory.mktemp("containerd"))
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def busybox_image(ctrd: Containerd, test_registry) -> str:
+    ref = f"{test_registry.url_host}/rltest/busybox:latest"
+    r = ctrd.ctr("images", "pull", "--plain-http", ref, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return ref
+
+
+@pytest.fixture(params=RUNTIMES)
+def runtime(request: pytest.FixtureRequest) -> str:
+    return runtime_path(request.param)
+
 
 @pytest.fixture
-def containerd(unprivileged):
-    need_tool("containerd")
-    need_tool("rootlesskit")
-    need_tool("ctr")
-    need_tool("nsenter")
-    # Short: containerd's sockets live below it (sun_path holds 107 bytes).
-    base = Path(tempfile.mkdtemp(prefix="rlc", dir="/tmp"))
-    config = base / "config.toml"
-    config.write_text(f'version = 2\nroot = "{base}/root"\nstate = "{base}/state"\n'
-                      f'[grpc]\n  address = "{base}/c.sock"\n')
-    log = open(base / "log", "w")
-    proc = subprocess.Popen(
-        ["rootlesskit", f"--state-dir={base}/rk", "--net=host", "--copy-up=/etc",
-         "--copy-up=/run", "--disable-host-loopback", "containerd", "-c", str(config)],
-        stdout=log, stderr=log, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not (base / "c.sock").exists() or not (base / "rk" / "child_pid").exists():
-            assert proc.poll() is None, (base / "log").read_text()
-            assert time.monotonic() < deadline, (base / "log").read_text()
-            time.sleep(0.1)
-        child = (base / "rk" / "child_pid").read_text().strip()
-
-        def ctr(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-            # ctr in rootlesskit's namespaces, where containerd and its shims live.
-            return subprocess.run(["nsenter", "-U", "--preserve-credentials", "-m", "-t", child,
-                                   "ctr", "--address", str(base / "c.sock"), *args],
-                                  capture_output=True, text=True, timeout=timeout)
-
-        yield ctr
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
-        subprocess.run(["rootlesskit", "rm", "-rf", str(base)], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+def cid(ctrd: Containerd) -> Iterator[str]:
+    """A fresh container id; whatever the test leaves under it is removed."""
+    name = f"rl{uuid.uuid4().hex[:12]}"
+    yield name
+    if name in ctrd.names("tasks"):
+        ctrd.ctr("tasks", "kill", "-s", "SIGKILL", name)
+        ctrd.ctr("tasks", "delete", "-f", name)
+    if name in ctrd.names("containers"):
+        ctrd.ctr("containers", "rm", name)
 
 
-def test_ctr_run_with_rl_oci(containerd, rl_oci_bin, busybox_rootfs):
-    r = containerd("run", "--rm", "--runc-binary", rl_oci_bin, "--rootfs", str(busybox_rootfs),
-                   "rl1", "sh", "-c", "echo from $(cat /proc/1/comm); exit 3")
+def task_status(ctrd: Containerd, cid: str) -> str:
+    for line in ctrd.ctr("tasks", "ls").stdout.splitlines()[1:]:
+        fields = line.split()
+        if fields and fields[0] == cid:
+            return fields[-1]
+    return ""
+
+
+def test_ctr_run_output_and_status(ctrd: Containerd, busybox_image: str, runtime: str,
+                                   cid: str) -> None:
+    r = ctrd.ctr("run", "--rm", *NO_CGROUP, "--runc-binary", runtime, busybox_image, cid,
+                 "sh", "-c", 'echo "out pid=$$ path=$PATH"; echo err >&2; exit 3')
+    assert r.returncode == 3, r.stdout + r.stderr
+    # PID 1 of its PID namespace, with the image's environment (its config's PATH).
+    assert "out pid=1 path=/usr/local/sbin:/usr/local/bin:" in r.stdout, r.stdout + r.stderr
+    assert "err" in r.stderr
+    assert cid not in ctrd.names("containers")
+
+
+def test_ctr_run_rootfs(ctrd: Containerd, busybox_rootfs: Path, runtime: str, cid: str) -> None:
+    """A container on a plain directory (`--rootfs`, no image and no snapshot)."""
+    r = ctrd.ctr("run", "--rm", *NO_CGROUP, "--runc-binary", runtime, "--rootfs",
+                 str(busybox_rootfs), cid, "/bin/sh", "-c", "echo from $(cat /proc/1/comm); exit 3")
     assert (r.returncode, r.stdout) == (3, "from sh\n"), r.stderr
-    assert "rl1" not in containerd("containers", "list", "-q").stdout
 
 
-def test_ctr_detached_task_kill_and_delete(containerd, rl_oci_bin, busybox_rootfs):
-    r = containerd("run", "-d", "--runc-binary", rl_oci_bin, "--rootfs", str(busybox_rootfs),
-                   "rl2", "sleep", "300")
+def test_ctr_detached_exec_kill_delete(ctrd: Containerd, busybox_image: str, runtime: str,
+                                       cid: str) -> None:
+    marker = f"rlctrd{uuid.uuid4().hex[:10]}"
+    r = ctrd.ctr("run", "-d", *NO_CGROUP, "--runc-binary", runtime, busybox_image, cid,
+                 "sh", "-c", "sleep 300; :", marker)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert until(lambda: task_status(ctrd, cid) == "RUNNING", timeout=30), ctrd.ctr("tasks", "ls")
+    assert container_processes(marker), "the container's process is not running"
+
+    r = ctrd.ctr("tasks", "exec", "--exec-id", "e1", cid, "sh", "-c", "echo exec pid=$$; exit 4")
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert "exec pid=" in r.stdout and "exec pid=1\n" not in r.stdout
+
+    r = ctrd.ctr("tasks", "kill", "-s", "SIGKILL", cid)
     assert r.returncode == 0, r.stderr
-    tasks = containerd("tasks", "list").stdout
-    assert "rl2" in tasks and "RUNNING" in tasks, tasks
-    assert containerd("tasks", "kill", "-s", "KILL", "rl2").returncode == 0
-    deadline = time.monotonic() + 20
-    while "STOPPED" not in containerd("tasks", "list").stdout and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert "STOPPED" in containerd("tasks", "list").stdout
-    assert containerd("tasks", "delete", "rl2").returncode == 0
-    assert containerd("containers", "delete", "rl2").returncode == 0
+    assert until(lambda: task_status(ctrd, cid) == "STOPPED", timeout=30), ctrd.ctr("tasks", "ls")
+    assert until(lambda: not container_processes(marker), timeout=30), container_processes(marker)
+
+    r = ctrd.ctr("tasks", "delete", cid)
+    assert r.returncode == 0, r.stderr
+    r = ctrd.ctr("containers", "rm", cid)
+    assert r.returncode == 0, r.stderr
+    assert cid not in ctrd.names("tasks") and cid not in ctrd.names("containers")
