@@ -32,7 +32,7 @@ from rootless.runtime.channel import Channel, error_message
 from rootless.runtime.flatten import flatten_layers
 from rootless.runtime.mounts import MountFailure, MountOp, apply_plan, remount_bind
 from rootless.runtime.proc import close_fds_except
-from rootless.runtime.users import resolve_user
+from rootless.runtime.users import add_keep_id_entries, resolve_user
 
 # typing is imported for annotations only: importing it costs ~4 ms of `rl run`'s start-up.
 TYPE_CHECKING = False
@@ -52,6 +52,8 @@ class ContainerSetup:
         "rootfs_data", "merged", "plan", "hostname", "read_only", "command", "env", "workdir",
         "user", "tty", "winsize", "interactive", "init", "bring_up_lo", "wait_for_go",
         "security", "preserve_fds", "mapping_mode", "debug",
+        # --userns=keep-id: the user's passwd/group entries to add (rootless.runtime.users)
+        "keep_id",
     )
 
     def __init__(self, **kw: Any) -> None:
@@ -78,6 +80,9 @@ def container_main(setup: ContainerSetup, chan: Channel) -> NoReturn:
         apply_plan(setup.merged, setup.plan, lib, log=_debug_logger(setup))
         step = "pivot_root into the container"
         enter_root(setup.merged, lib)
+        if setup.keep_id is not None:
+            step = "add your user to the container's /etc/passwd and /etc/group"
+            add_keep_id_entries(setup.keep_id)
         if setup.read_only:
             step = "make the root filesystem read-only"
             remount_bind("/", k.MS_RDONLY, lib)
@@ -236,7 +241,7 @@ def run_command(setup: ContainerSetup, chan: Channel, lib: Any) -> NoReturn:
         # the bounding set dropped (PR_CAPBSET_DROP needs CAP_SETPCAP, which a non-root user
         # no longer has after setresuid). See rootless/security/__init__.py for the order.
         security.apply_before_identity(lib, user)
-    set_identity(user, setup.mapping_mode)
+    set_identity(user, setup.mapping_mode, lib)
     if security is not None:
         security.apply_before_exec(lib, user)
     if setup.workdir:
@@ -255,12 +260,17 @@ def run_command(setup: ContainerSetup, chan: Channel, lib: Any) -> NoReturn:
     exec_command(setup.command, env, chan)
 
 
-def set_identity(user: Any, mapping_mode: str) -> None:
+def set_identity(user: Any, mapping_mode: str, lib: Any = None) -> None:
+    """Become the command's user. With `lib` (PID 1), PR_SET_PDEATHSIG is armed again after:
+    a change of effective ids clears it (commit_creds, kernel/cred.c), and PID 1 would outlive
+    its helper."""
     try:
         if mapping_mode != "single":
             os.setgroups(user.groups)
         os.setresgid(user.gid, user.gid, user.gid)
         os.setresuid(user.uid, user.uid, user.uid)
+        if lib is not None:
+            lib.set_pdeathsig(signal.SIGKILL)
     except OSError as exc:
         if exc.errno == errno.EINVAL:
             raise SetupError(

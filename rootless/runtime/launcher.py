@@ -170,6 +170,14 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
         plan += extra_mounts
         for op in plan:
             log(f"plan: {op.describe()}")
+        keep_id = None
+        if spec.userns == "keep-id" and os.getuid() != 0:
+            # podman's keep-id: the command runs as you (unless --user or the image's USER
+            # says otherwise), with your passwd and group entries in the container's copy.
+            from rootless.runtime.users import keep_id_user
+
+            keep_id = keep_id_user((op.target for op in plan if op.kind in ("mount", "bind")),
+                                   spec.workdir or source.workdir or None)
         size = None
         if spec.tty:
             from rootless.runtime.tty import window_size
@@ -184,7 +192,8 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
             command=command,
             env=env,
             workdir=spec.workdir or source.workdir or None,
-            user=spec.user or source.user or None,
+            user=spec.user or source.user or (keep_id.user_spec() if keep_id else None),
+            keep_id=keep_id,
             tty=spec.tty,
             winsize=size,
             interactive=spec.interactive,

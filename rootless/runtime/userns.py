@@ -86,13 +86,17 @@ def unshare_user(lib: object | None = None) -> None:
         raise userns_error(exc) from None
 
 
-def become_root(mapping: IdMapping) -> None:
-    """Inside the new namespace: take uid/gid 0 (the invoking user on the host)."""
+def become_root(mapping: IdMapping, lib: object | None = None) -> None:
+    """Inside the new namespace: take uid/gid 0 (the invoking user on the host by default; the
+    first subordinate id with --userns=keep-id), keeping PR_SET_PDEATHSIG armed."""
     if mapping.mode != "single":
         # setgroups is allowed only when /proc/self/setgroups is "allow" (the newgidmap case).
         os.setgroups([])
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
+    # When the host ids change (keep-id maps container root to a subordinate id) the kernel
+    # clears the parent-death signal (commit_creds in kernel/cred.c): arm it again.
+    (lib or libc()).set_pdeathsig(signal.SIGKILL)  # type: ignore[attr-defined]
 
 
 def userns_error(exc: OSError, sysctl_root: str = "/proc/sys") -> RlError:
