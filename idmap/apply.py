@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 
 from idmap.errors import IdMapError
-from idmap.plan import MODE_SINGLE, MODE_SUBID, IdMapping, IdRange
+from idmap.plan import MODE_NESTED, MODE_SINGLE, MODE_SUBID, IdMapping, IdRange
 
 
 def find_helpers(path_env: str | None = None) -> tuple[str, str] | None:
@@ -52,6 +52,11 @@ def apply_mapping(pid: int, mapping: IdMapping, helpers: tuple[str, str] | None)
                 [helpers[1], str(pid), *_map_args(mapping.gid_map)],
             ]
         )
+    elif mapping.mode == MODE_NESTED:
+        # The writer holds CAP_SETUID/CAP_SETGID in the parent namespace: setgroups may stay
+        # "allow" (or "deny", inherited from a single-id parent).
+        _write_proc(pid, "uid_map", _map_text(mapping.uid_map))
+        _write_proc(pid, "gid_map", _map_text(mapping.gid_map))
     else:
         raise IdMapError(f"rl does not know the id mapping mode {mapping.mode!r}.")
 

@@ -48,7 +48,13 @@ from rootless.runtime.storage import (
     new_container_id,
     remove_tree_as_root,
 )
-from rootless.runtime.userns import apply_mapping, become_root, default_mapping, unshare_user
+from rootless.runtime.userns import (
+    apply_mapping,
+    become_root,
+    default_mapping,
+    unshare_user,
+    unshare_user_nested,
+)
 from rootless.spec import RunSpec
 
 # typing is imported for annotations only: importing it costs ~4 ms of `rl run`'s start-up.
@@ -81,6 +87,9 @@ class Prepared:
 
     __slots__ = ("spec", "cid", "dirs", "setup", "mapping", "helpers", "ns_flags", "network", "image",
                  "cgroup",
+                 # an rl network's containers with other maps than its own: a user namespace
+                 # of their own inside the network's (rootless.runtime.userns)
+                 "nested",
                  # lifecycle (rootless.runtime.state/detach): where state lives; a callable run
                  # once the command was exec'd (`rl run -d` reports success then)
                  "paths", "notify")
@@ -232,8 +241,10 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
     ns = k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWPID | k.CLONE_NEWCGROUP
     if network.new_netns and not network.early_start:
         ns |= k.CLONE_NEWNET
+    nested = bool(network.join_userns and (spec.userns or spec.uidmaps or spec.gidmaps))
     return Prepared(spec=spec, cid=cid, dirs=dirs, setup=setup, mapping=mapping, helpers=helpers,
-                    ns_flags=ns, network=network, image=source, cgroup=cgroup, paths=paths)
+                    ns_flags=ns, network=network, image=source, cgroup=cgroup, paths=paths,
+                    nested=nested)
 
 
 def resolv_conf(spec: RunSpec, network: Any) -> str:
@@ -326,6 +337,12 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
                 lib.setns(ns_fd, k.CLONE_NEWUSER)
             finally:
                 os.close(ns_fd)
+            if p.nested:
+                # Other maps than the network's (keep-id, --uidmap): a user namespace of the
+                # container's own inside the network's, which the network's holder still may
+                # enter to attach the container (it owns this one's parent).
+                step = "create the container's user namespace inside the network's"
+                unshare_user_nested(p.mapping, lib)
         else:
             unshare_user(lib)
             if p.network.early_start:
@@ -338,12 +355,18 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
         go = hchan.recv()
         if not go or go.get("op") != "go":
             os._exit(1)
-        become_root(p.mapping)
+        # The helper keeps the user's own host ids (it is root inside by the default maps, and
+        # holds every capability as the namespace's creator either way). With keep-id, root
+        # inside is a subordinate id: a helper that took it would be a process of another
+        # host uid, no longer dumpable (commit_creds), whose /proc/PID/ns entries pasta,
+        # slirp4netns and an rl network's holder — processes of the user — may not open
+        # (ptrace_may_access). PID 1 becomes root instead.
         step = "create the namespaces"
         lib.unshare(p.ns_flags)
         pid1 = os.fork()
         if pid1 == 0:
             hchan.close()
+            become_root(p.mapping, lib)
             for sig in (*FORWARDED, signal.SIGPIPE, signal.SIGXFSZ):
                 # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive execve, and
                 # `yes | head` must behave as in a shell.

@@ -275,7 +275,8 @@ def test_keep_id_on_an_rl_network(rl, keep_rootfs, tmp_path):
         for i in range(5):
             r = rl("run", "--rm", "--network", "kidnet", "--userns", "keep-id", "--hostname", "kid",
                    "-v", f"{vol}:/vol", "--rootfs", str(keep_rootfs), "sh", "-c",
-                   "id -u; ip -o -4 addr show eth0 | grep -c 10.89.; nslookup kid | grep -c 10.89.; "
+                   "id -u; ip=$(ip -o -4 addr show eth0 | awk '{print $4}' | cut -d/ -f1); "
+                   "echo $ip | grep -c ^10.89.; nslookup kid | grep -c \"$ip\"; "
                    f"touch /vol/f{i}; cat /proc/self/uid_map")
             assert r.returncode == 0, (i, r.stderr)
             out = r.stdout.split()
