@@ -7,9 +7,9 @@
   3.        ◄──────────────────── "userns" ──
      write uid_map/gid_map (newuidmap or direct)
      move the helper into the container's cgroup
-  4.        ── "go" ────────────────────────►  setresuid/gid(0)
-                                               unshare(UTS|IPC|NET|CGROUP|PID)
-                                               fork ──────────────────────► PDEATHSIG=KILL
+  4.        ── "go" ────────────────────────►  unshare(UTS|IPC|NET|CGROUP|PID)
+                                               fork ──────────────────────► setresuid/gid(0)
+                                                                           PDEATHSIG=KILL
   5.        ◄──────────── "pid1" {pid} ─────                               unshare(NEWNS), mounts,
      pidfd_open(pid1); network helper                                       pivot_root, tty...
      ◄──────────────────────────────────── "pty" {fd} (with -t) ─────────
@@ -20,8 +20,10 @@
      report the exit status exactly; clean up what is left
 
 The helper stays in the host's mount namespace (PID 1 makes its own), so after PID 1 exits it
-can still reach the container's storage and, being root in the user namespace, remove files
-that belong to subordinate ids.
+can still reach the container's storage and, holding every capability in the user namespace,
+remove files that belong to subordinate ids. It keeps the user's own host ids (see helper_main).
+With an rl network the helper joins the network's user namespace instead of creating one
+(and creates its own inside it for other maps: rootless.network.bridge).
 """
 
 from __future__ import annotations
