@@ -6,7 +6,7 @@ gives an address and the pid of the process that is root of the network's user n
 The launcher's helper then enters N with setns instead of creating a user namespace (N has the
 user's default id maps already, so the launcher writes none), and creates the container's
 network namespace there. A container with other maps (--userns=keep-id, --uidmap) creates a
-user namespace of its own inside N first (rootless.runtime.userns.unshare_user_nested): its
+user namespace of its own inside N first (rootless.primitives.userns.unshare_user_nested): its
 network namespace belongs to that one, which N's root may still enter. Starting: the launcher
 sends that namespace to the holder as a file descriptor (SCM_RIGHTS); the holder's bridge
 process adds a veth pair, routes and names, and slirp4netns's published ports. The connection
@@ -28,7 +28,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from rootless.runtime.channel import Channel
+    from rootless.primitives.channel import Channel
 
 # slirp4netns's alias of the host's loopback, reachable through the bridge namespace's route
 # when the network was created with --opt allow_host_loopback=true.
@@ -48,7 +48,7 @@ class BridgePlan(NetworkPlan):
         self.join_userns = f"/proc/{int(joined['keeper'])}/ns/user"
 
     def start(self, netns_pid: int, log: Any) -> None:
-        from rootless.runtime.channel import raise_error
+        from rootless.primitives.channel import raise_error
 
         assert self.conn is not None
         fd = os.open(f"/proc/{netns_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -81,7 +81,7 @@ class BridgePlan(NetworkPlan):
 def plan(mode: str, spec: Any, ports: list[Any], runtime_dir: str, hostname: str | None = None) -> BridgePlan:
     from rootless.network import ipam, netns_holder
     from rootless.paths import Paths
-    from rootless.runtime.channel import raise_error
+    from rootless.primitives.channel import raise_error
 
     del runtime_dir
     name, _, options = mode.partition(":")

@@ -39,7 +39,14 @@ from rootless.fileio import read_or_empty
 from rootless.kernel import constants as k
 from rootless.kernel import libc
 from rootless.paths import Paths
-from rootless.runtime.channel import Channel, error_message, raise_error
+from rootless.primitives.channel import Channel, error_message, raise_error
+from rootless.primitives.userns import (
+    apply_mapping,
+    become_root,
+    default_mapping,
+    unshare_user,
+    unshare_user_nested,
+)
 from rootless.runtime.container import DEFAULT_PATH, ContainerSetup, container_main
 from rootless.runtime.mounts import plan_mounts
 from rootless.runtime.proc import FORWARDED
@@ -49,13 +56,6 @@ from rootless.runtime.storage import (
     hosts_file,
     new_container_id,
     remove_tree_as_root,
-)
-from rootless.runtime.userns import (
-    apply_mapping,
-    become_root,
-    default_mapping,
-    unshare_user,
-    unshare_user_nested,
 )
 from rootless.spec import RunSpec
 
@@ -90,7 +90,7 @@ class Prepared:
     __slots__ = ("spec", "cid", "dirs", "setup", "mapping", "helpers", "ns_flags", "network", "image",
                  "cgroup",
                  # an rl network's containers with other maps than its own: a user namespace
-                 # of their own inside the network's (rootless.runtime.userns)
+                 # of their own inside the network's (rootless.primitives.userns)
                  "nested",
                  # lifecycle (rootless.runtime.state/detach): where state lives; a callable run
                  # once the command was exec'd (`rl run -d` reports success then)
@@ -670,7 +670,7 @@ def cleanup(p: Prepared, log: Log, exit_code: int | None) -> None:
         return
     # Files of subordinate ids remain (the helper could not finish): remove them as root of
     # a new user namespace with the same mapping.
-    from rootless.runtime.userns import run_in_userns
+    from rootless.primitives.userns import run_in_userns
 
     root = p.dirs.root
     try:
