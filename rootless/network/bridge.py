@@ -72,7 +72,7 @@ class BridgePlan(NetworkPlan):
         # The membership connection: `rl run -d`'s monitor must keep it open.
         return (self.conn.fileno(),) if self.conn is not None else ()
 
-    def stop(self) -> None:
+    def stop(self, log: Any = None) -> None:
         if self.conn is not None:
             self.conn.close()  # the holder removes the veth, names and ports
             self.conn = None

@@ -330,6 +330,7 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
             # The launcher signals PID 1 itself; the helper must not die of a ^C meant for it.
             signal.signal(sig, signal.SIG_IGN)
         step = "create the user namespace"
+        events: int | None = None
         if p.network.join_userns:
             # An `rl network`'s containers share its user namespace (rootless.network.bridge):
             # setns(CLONE_NEWUSER) is allowed to the namespace's owner, which is this user.
@@ -353,7 +354,12 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
                 # helper starts while the maps are written and PID 1 is set up.
                 step = "create the network namespace"
                 lib.unshare(k.CLONE_NEWNET)
-        hchan.send("userns")
+                events = p.network.netns_setup()
+        if events is None:
+            hchan.send("userns")
+        else:
+            hchan.send_fd("userns", events)
+            os.close(events)
         go = hchan.recv()
         if not go or go.get("op") != "go":
             os._exit(1)
@@ -365,6 +371,9 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
         # (ptrace_may_access). PID 1 becomes root instead.
         step = "create the namespaces"
         lib.unshare(p.ns_flags)
+        if p.ns_flags & k.CLONE_NEWNET:
+            step = "prepare the network namespace"
+            p.network.netns_setup()  # no user-mode helper to hand a descriptor to
         pid1 = os.fork()
         if pid1 == 0:
             hchan.close()
@@ -384,6 +393,7 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
                 continue
         if p.setup.debug:
             sys.stderr.write(f"rl: [helper] PID 1 reaped at {time.monotonic():.4f}\n")
+        stop_network_helper(int(go.get("network_pid") or 0))
         if p.spec.remove:
             try:
                 remove_tree_as_root(p.dirs.root)
@@ -397,6 +407,17 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
             pass
         os._exit(1)
     os._exit(0)
+
+
+def stop_network_helper(pid: int) -> None:
+    """Kill the network's user-mode helper as soon as PID 1 is gone (it serves no one now): its
+    exit, ~15 ms asleep in the kernel, then overlaps the clean-up, and the launcher, which reaps
+    it, waits less. rl's helper has the user's host uid, as the network helper does."""
+    if pid:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 class Session:
@@ -422,23 +443,29 @@ class Session:
     # -- the steps ----------------------------------------------------------------------
     def run(self) -> int:
         self.install_signal_handlers()
-        msg = self.hchan.recv()
+        msg, fds = self.hchan.recv_with_fds()
         if msg is None or msg.get("op") == "error":
+            for fd in fds:
+                os.close(fd)
             self.reap_helper()
             if msg:
                 raise_error(msg)
             raise SetupError("the helper process exited before creating the user namespace")
         self.log("helper in its user namespace")
-        if self.p.network.join_userns is None:  # a joined namespace has its maps already
-            if self.p.network.early_start:
-                self.p.network.spawn(self.helper_pid, self.log)
+        network = self.p.network
+        if network.join_userns is None:  # a joined namespace has its maps already
+            events = fds[0] if fds else None
+            if network.early_start and not network.spawn_after_maps:
+                network.spawn(self.helper_pid, self.log, events)
             apply_mapping(self.helper_pid, self.p.mapping, self.p.helpers)
             self.log("id maps written")
+            if network.early_start and network.spawn_after_maps:
+                network.spawn(self.helper_pid, self.log, events)
         if self.p.cgroup is not None:
             # Limits are in place before PID 1 exists: the helper moves in, PID 1 inherits.
             self.p.cgroup.create_and_attach(self.helper_pid)
             self.log(f"cgroup {self.p.cgroup.describe()}")
-        self.hchan.send("go")
+        self.hchan.send("go", network_pid=self.p.network.running_pid())
         msg = self.hchan.recv()
         if msg is None or msg.get("op") != "pid1":
             self.reap_helper()
@@ -657,7 +684,7 @@ class Session:
 
 
 def cleanup(p: Prepared, log: Log, exit_code: int | None) -> None:
-    p.network.stop()
+    p.network.stop(log)
     if p.cgroup is not None:
         p.cgroup.remove()
     from rootless.runtime import state

@@ -10,8 +10,9 @@ import pytest
 from rootless.errors import UsageError
 from rootless.network import default_mode, plan_network
 from rootless.network.dns import without_local_stub
-from rootless.network.pasta import PastaPlan, host_gateway
+from rootless.network.pasta import PastaPlan
 from rootless.network.ports import PortMapping
+from rootless.network.routes import host_gateway
 from rootless.network.slirp import SlirpPlan, nth_address, parse_options
 from rootless.spec import RunSpec
 
@@ -30,7 +31,7 @@ def test_none_and_host_plans(capsys):
     assert "Port mappings have been discarded" in capsys.readouterr().err
 
 
-def test_default_mode_prefers_pasta_then_slirp4netns(tmp_path):
+def test_default_mode_prefers_slirp4netns_then_pasta(tmp_path):
     def tool(name):
         path = tmp_path / name
         path.write_text("#!/bin/sh\n")
@@ -38,10 +39,10 @@ def test_default_mode_prefers_pasta_then_slirp4netns(tmp_path):
 
     empty = str(tmp_path / "nothing")
     assert default_mode(empty) == "none"
-    tool("slirp4netns")
-    assert default_mode(str(tmp_path)) == "slirp4netns"
     tool("pasta")
     assert default_mode(str(tmp_path)) == "pasta"
+    tool("slirp4netns")
+    assert default_mode(str(tmp_path)) == "slirp4netns"
 
 
 def test_slirp_options_and_argv():
