@@ -168,8 +168,8 @@ def _helper_error(argv: list[str], code: int, output: bytes) -> IdMapError:
     files = "/etc/subuid" if "uid" in name else "/etc/subgid"
     try:
         privileged = bool(os.stat(helper).st_mode & stat.S_ISUID) or _has_file_caps(helper)
-    except OSError:
-        privileged = True  # cannot tell; do not point at the wrong cause
+    except (FileNotFoundError, PermissionError):
+        privileged = True  # removed or hidden meanwhile: cannot tell, so blame nothing
     if not privileged:
         hint = (f"{helper} is neither setuid root nor given file capabilities: run "
                 f"`sudo chmod u+s {helper}`, or reinstall the uidmap package.")
@@ -183,8 +183,13 @@ def _helper_error(argv: list[str], code: int, output: bytes) -> IdMapError:
 
 
 def _has_file_caps(path: str) -> bool:
+    import errno
+
     try:
         os.getxattr(path, "security.capability")
-    except OSError:
-        return False
+    except OSError as e:
+        # ENODATA: no capabilities; ENOTSUP: a file system without extended attributes.
+        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return False
+        raise
     return True

@@ -229,7 +229,7 @@ class SlirpPlan(NetworkPlan):
             if path:
                 try:
                     os.unlink(path)
-                except OSError:
+                except FileNotFoundError:
                     pass
         self.api_socket = self.log_path = None
 

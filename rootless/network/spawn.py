@@ -121,11 +121,15 @@ def open_log(directory: str, name: str) -> tuple[str, int]:
 
 def tail_log(path: str | None, lines: int = 3) -> str:
     """The last lines of a helper's log (minus pasta's syslog noise), joined for a message."""
-    try:
-        with open(path or "", errors="replace") as f:
-            text = f.read()
-    except OSError:
+    if not path:
         return ""
+    try:
+        with open(path, errors="replace") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:  # the message being built says so instead
+        return f"(its log {path} cannot be read: {exc.strerror})"
     kept = [ln.strip() for ln in text.splitlines()
             if ln.strip() and not ln.startswith("Failed to send") and not ln.startswith("* ")]
     return " / ".join(kept[-lines:])
@@ -135,7 +139,7 @@ def sweep_stale(directory: str) -> None:
     """Remove the files of helpers whose rl was SIGKILLed ("<helper>-<pid>.<ext>", pid gone)."""
     try:
         names = os.listdir(directory)
-    except OSError:
+    except FileNotFoundError:
         return
     for name in names:
         stem = name.rpartition(".")[0]
@@ -143,5 +147,5 @@ def sweep_stale(directory: str) -> None:
         if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
             try:
                 os.unlink(os.path.join(directory, name))
-            except OSError:
-                pass
+            except FileNotFoundError:
+                pass  # another rl swept it first

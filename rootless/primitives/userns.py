@@ -165,7 +165,7 @@ def diagnose_userns(sysctl_root: str = "/proc/sys") -> tuple[str | None, str | N
         try:
             with open(os.path.join(sysctl_root, name)) as f:
                 return f.read().strip()
-        except OSError:
+        except FileNotFoundError:  # a setting this kernel does not have (Debian's, Ubuntu's)
             return None
 
     if read("user/max_user_namespaces") == "0":

@@ -32,8 +32,13 @@ def _read(path: str) -> list[list[str]]:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):  # an image without the file: no entries
         return []
+    except OSError as exc:
+        from rootless.errors import describe_oserror
+
+        raise RlError(describe_oserror(f"read the container's {path}", exc),
+                      hint=f"{path} must be a readable file in the image") from None
 
 
 def resolve_user(spec: str | None, passwd: str = "/etc/passwd", group: str = "/etc/group") -> ContainerUser:
