@@ -214,6 +214,9 @@ class Holder:
             raise NetworkError("the network's bridge namespace could not be created")
         opts = slirp.parse_options(",".join(f"{k}={v}" for k, v in self.options.items()
                                             if k in ("allow_host_loopback", "mtu")))
+        # The members' addresses are IPv4 only (rootless.network.ipam): no IPv6 towards the
+        # bridge namespace, as before slirp4netns's enable_ipv6 became rl's default.
+        opts.enable_ipv6 = False
         plan = slirp.plan("", [], self.directory)
         plan.options = opts
         plan.api_socket = SLIRP_API  # relative to slirp4netns's working directory
