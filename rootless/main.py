@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
             # machines): the container is gone and every file rl wrote is closed.
             try:
                 sys.stdout.flush()
-            except OSError:
+            except BrokenPipeError:  # EPIPE: the reader (`rl run … | head`) has gone
                 pass
             sys.stderr.flush()
             os._exit(code)

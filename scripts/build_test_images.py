@@ -14,6 +14,10 @@ Images (all tagged :latest under REGISTRY_HOST/rltest/):
   zstd        OCI, the busybox layer compressed with zstd (tar+zstd).
   nonroot     Docker schema 2: busybox plus /home/user/hello.txt owned 1000:1000; User
               "1000:1000", WorkingDir /home/user, Env, Entrypoint and Cmd.
+  workdir     OCI: busybox, User "1000:1000" and a WorkingDir, /srv/app/deep, that the layers
+              do not have (the runtime creates it, as podman and docker do).
+  workdir-link  OCI: busybox, /srv a symlink to /tmp (absolute) and WorkingDir
+              /srv/rl-workdir-escape/deep: created in the container's /tmp, never the host's.
 
 Everything is deterministic (fixed mtimes, gzip without a timestamp): the same busybox binary
 gives the same digests. Tests import this file with importlib (scripts/ is not a package):
@@ -340,6 +344,15 @@ def build_images(busybox: str = BUSYBOX) -> dict[str, BuiltImage | BuiltIndex]:
             "Entrypoint": ["/bin/sh", "-c"],
             "Cmd": ["echo $GREETING from $(id -u):$(id -g) in $(pwd)"],
         },
+    )
+    missing_workdir = {"User": "1000:1000", "WorkingDir": "/srv/app/deep", "Env": [PATH_ENV],
+                       "Cmd": ["/bin/sh", "-c", "pwd; id -u"]}
+    images["workdir"] = make_image([base_gzip_oci], oci=True, config=missing_workdir)
+    link = LayerTar().symlink("srv", "/tmp").finish()
+    images["workdir-link"] = make_image(
+        [base_gzip_oci, make_layer(link, "gzip", oci=True)],
+        oci=True,
+        config=dict(missing_workdir, WorkingDir="/srv/rl-workdir-escape/deep"),
     )
     return images
 

@@ -9,6 +9,7 @@ typer wiring at the bottom. Errors are raised as RlError; rootless.cli prints th
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -410,7 +411,12 @@ def _to_container(host: int, mapping: list[tuple[int, int, int]]) -> int:
 
 def _passwd(pid1: int) -> dict[int, str]:
     out: dict[int, str] = {}
-    for line in read_or_empty(f"/proc/{pid1}/root/etc/passwd").splitlines():
+    # The container's own file, whatever it is: a directory, a loop or an unreadable file there
+    # only costs `top` its user names (numeric ids are shown instead).
+    passwd = read_or_empty(f"/proc/{pid1}/root/etc/passwd",
+                           missing=(errno.ENOENT, errno.ENOTDIR, errno.ESRCH, errno.EACCES,
+                                    errno.EISDIR, errno.ELOOP))
+    for line in passwd.splitlines():
         parts = line.split(":")
         if len(parts) > 2 and parts[2].isdigit():
             out.setdefault(int(parts[2]), parts[0])

@@ -29,19 +29,22 @@ class MountOp:
     symlink   create symlink target -> source
     remount   remount target with flags (bind remount; keeps the mount's locked flags)
     mask      hide target: /dev/null over a file, an empty read-only tmpfs over a directory
+
+    `skip_on`: the errnos that skip this step (with a debug line) instead of failing the run,
+    each one a known answer of a kernel or host that lacks the feature; any other is an error.
     """
 
-    __slots__ = ("kind", "source", "target", "fstype", "flags", "data", "optional")
+    __slots__ = ("kind", "source", "target", "fstype", "flags", "data", "skip_on")
 
     def __init__(self, kind: str, target: str, source: str | None = None, fstype: str | None = None,
-                 flags: int = 0, data: str | None = None, optional: bool = False) -> None:
+                 flags: int = 0, data: str | None = None, skip_on: tuple[int, ...] = ()) -> None:
         self.kind = kind
         self.source = source
         self.target = target
         self.fstype = fstype
         self.flags = flags
         self.data = data
-        self.optional = optional
+        self.skip_on = skip_on
 
     def describe(self) -> str:
         names = [n for n, v in _FLAG_NAMES if self.flags & v]
@@ -133,9 +136,10 @@ def apply_plan(root: str, plan: list[MountOp], lib: Any, log: Any = None) -> Non
         try:
             _apply_one(root, op, lib)
         except OSError as exc:
-            if op.optional:
-                continue
-            raise MountFailure(op, exc) from None
+            if exc.errno not in op.skip_on:
+                raise MountFailure(op, exc) from None
+            if log:
+                log(f"skipped: {op.describe()}: {errno.errorcode.get(exc.errno or 0)}")
 
 
 def _apply_one(root: str, op: MountOp, lib: Any) -> None:

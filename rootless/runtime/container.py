@@ -21,6 +21,7 @@ import _socket  # socket.py's wrappers cost start-up time and add nothing here
 import errno
 import fcntl
 import os
+import posixpath
 import signal
 import struct
 import sys
@@ -51,7 +52,7 @@ class ContainerSetup:
     __slots__ = (
         "rootfs_data", "merged", "plan", "hostname", "read_only", "command", "env", "workdir",
         "user", "tty", "winsize", "interactive", "init", "bring_up_lo", "wait_for_go",
-        "security", "preserve_fds", "mapping_mode", "debug",
+        "security", "preserve_fds", "mapping_mode", "debug", "create_workdir",
         # --userns=keep-id: the user's passwd/group entries to add (rootless.runtime.users)
         "keep_id",
     )
@@ -81,8 +82,15 @@ def container_main(setup: ContainerSetup, chan: Channel) -> NoReturn:
         step = "pivot_root into the container"
         enter_root(setup.merged, lib)
         if setup.keep_id is not None:
+            # Before the user is looked up: with keep-id it is usually this entry.
             step = "add your user to the container's /etc/passwd and /etc/group"
             add_keep_id_entries(setup.keep_id)
+        step = "look up the container's user"
+        user = resolve_user(setup.user)
+        if setup.workdir and setup.create_workdir:
+            # Before a read-only remount: podman creates an image's WorkingDir even then.
+            step = "create the working directory"
+            create_workdir(setup.workdir, setup.create_workdir, user)
         if setup.read_only:
             step = "make the root filesystem read-only"
             remount_bind("/", k.MS_RDONLY, lib)
@@ -91,7 +99,7 @@ def container_main(setup: ContainerSetup, chan: Channel) -> NoReturn:
         if setup.bring_up_lo:
             step = "bring up the loopback interface"
             bring_up_loopback()
-        run_command(setup, chan, lib)
+        run_command(setup, user, chan, lib)
     except MountFailure as exc:
         if setup.debug:
             import traceback
@@ -191,9 +199,12 @@ def mount_fuse_overlayfs(data: dict[str, Any], merged: str) -> bool:
         devnull = [(os.POSIX_SPAWN_OPEN, fd, "/dev/null", os.O_RDWR, 0) for fd in (0, 1, 2)]
         pid = os.posix_spawn(exe, [exe, "-o", options, merged], dict(os.environ),
                              file_actions=devnull)
-        _, status = os.waitpid(pid, 0)
-    except OSError:
+    except OSError as exc:
+        # The binary cannot be run (gone, not executable, not a program): not usable here.
+        if exc.errno not in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOEXEC):
+            raise
         return False
+    _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status) == 0
 
 
@@ -221,8 +232,7 @@ def bring_up_loopback() -> None:
         s.close()
 
 
-def run_command(setup: ContainerSetup, chan: Channel, lib: Any) -> NoReturn:
-    user = resolve_user(setup.user)
+def run_command(setup: ContainerSetup, user: Any, chan: Channel, lib: Any) -> NoReturn:
     env = dict(setup.env)
     env.setdefault("HOME", user.home)
     if setup.tty:
@@ -245,14 +255,7 @@ def run_command(setup: ContainerSetup, chan: Channel, lib: Any) -> NoReturn:
     if security is not None:
         security.apply_before_exec(lib, user)
     if setup.workdir:
-        try:
-            os.chdir(setup.workdir)
-        except OSError as exc:
-            raise CommandError(
-                describe_oserror(f"workdir {setup.workdir!r} cannot be entered", exc),
-                hint="the directory must exist in the container; create it or use another -w",
-                exit_code=126,
-            ) from None
+        enter_workdir(setup.workdir)
     keep = {0, 1, 2, chan.fileno()} | set(range(3, 3 + (setup.preserve_fds or 0)))
     close_fds_except(keep)
     if setup.init:
@@ -273,12 +276,81 @@ def set_identity(user: Any, mapping_mode: str, lib: Any = None) -> None:
             lib.set_pdeathsig(signal.SIGKILL)
     except OSError as exc:
         if exc.errno == errno.EINVAL:
-            raise SetupError(
-                f"user {user.uid}:{user.gid} is not mapped in the container's user namespace",
-                hint="single-id mode maps only root; add /etc/subuid and /etc/subgid ranges "
-                     "(see 'rl doctor subids') or run as root in the container",
-            ) from None
+            raise unmapped_user(user) from None
         raise
+
+
+def unmapped_user(user: Any) -> SetupError:
+    """EINVAL from setresuid or chown: the id has no mapping in the user namespace."""
+    return SetupError(
+        f"user {user.uid}:{user.gid} is not mapped in the container's user namespace",
+        hint="single-id mode maps only root; add /etc/subuid and /etc/subgid ranges "
+             "(see 'rl doctor subids') or run as root in the container",
+    )
+
+
+# -- the working directory (podman's rules) --------------------------------------------------
+
+def workdir_creation(flag: str | None, image: str | None, volumes: Any) -> str | None:
+    """Who creates a missing working directory, as podman 4.3 does: "image" for the image's
+    WorkingDir (made for the container's user), "volume" for a -w below a volume (made by
+    the container's root, as runc does), None for any other -w (it must exist: 126)."""
+    if not flag:
+        return "image" if image else None
+    path = posixpath.normpath(flag)
+    for vol in volumes or ():
+        dest = posixpath.normpath(vol.destination)
+        if path == dest or path.startswith(dest.rstrip("/") + "/"):
+            return "volume"
+    return None
+
+
+def create_workdir(path: str, creator: str, user: Any) -> None:
+    """mkdir -p `path`, in PID 1 after pivot_root and before the switch to the container's user.
+
+    After pivot_root the old root is detached: every path, and every symlink an image holds
+    (absolute or relative), resolves inside the container, so nothing can be created on the
+    host except under a volume the user mounted. Each directory made is chmod'ed to 0755
+    (mkdir's mode is cut by the umask of the user's shell), and the last one is chowned to the
+    container's user for an image's WorkingDir (podman: MkdirAll 0755, then chown)."""
+    made = ""
+    current = "/"
+    for part in [p for p in path.split("/") if p]:
+        current = posixpath.join(current, part)
+        try:
+            os.mkdir(current, 0o755)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise CommandError(describe_oserror(f'create workdir "{path}"', exc),
+                               hint="an image's WorkingDir is created when missing; this path "
+                                    "cannot be (a file in the way, or a read-only volume)",
+                               exit_code=126) from None
+        os.chmod(current, 0o755)
+        made = current
+    if made and creator == "image" and (user.uid, user.gid) != (0, 0):
+        try:
+            os.chown(made, user.uid, user.gid)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise unmapped_user(user) from None
+            raise
+
+
+def enter_workdir(path: str) -> None:
+    """chdir as the container's user; podman's messages and 126 when it cannot be entered."""
+    try:
+        os.chdir(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOTDIR and os.path.exists(path):
+            message = f'workdir "{path}" is not a directory'
+        elif exc.errno in (errno.ENOENT, errno.ENOTDIR):  # ENOTDIR: a file on the way
+            message = f'workdir "{path}" does not exist in the container'
+        else:
+            message = describe_oserror(f'workdir "{path}" cannot be entered', exc)
+        raise CommandError(message, exit_code=126,
+                           hint="-w must name a directory of the container (an image's own "
+                                "WorkingDir is created when missing)") from None
 
 
 def exec_command(command: list[str], env: dict[str, str], chan: Channel) -> NoReturn:
@@ -328,7 +400,10 @@ def attach_pty(setup: ContainerSetup, chan: Channel) -> None:
     fcntl.ioctl(master, k.TIOCSPTLCK, struct.pack("i", 0))
     try:
         slave = fcntl.ioctl(master, k.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
-    except OSError:
+    except OSError as exc:
+        # Kernels before 4.13 have no TIOCGPTPEER (an unknown ioctl: ENOTTY, or EINVAL).
+        if exc.errno not in (errno.ENOTTY, errno.EINVAL):
+            raise
         num = struct.unpack("I", fcntl.ioctl(master, k.TIOCGPTN, struct.pack("I", 0)))[0]
         slave = os.open(f"/dev/pts/{num}", os.O_RDWR | os.O_NOCTTY)
     if setup.winsize:

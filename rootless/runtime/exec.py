@@ -17,6 +17,7 @@ Python files are no longer visible.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import select
@@ -145,7 +146,13 @@ def join_cgroup(pid: int) -> None:
         with open(procs, "w") as f:
             f.write(str(os.getpid()))
     except OSError as exc:
-        if "/rl-" in theirs:
+        # A cgroup rl did not create may refuse us, and exec then runs in ours: EACCES/EPERM
+        # (not delegated to this user), ENOENT (not visible in our cgroup2 mount), EROFS (the
+        # mount is read-only), EBUSY (it has controllers enabled for children: the
+        # no-internal-processes rule), EOPNOTSUPP (a threaded or invalid domain cgroup).
+        expected = (errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS, errno.EBUSY,
+                    errno.EOPNOTSUPP)
+        if "/rl-" in theirs or exc.errno not in expected:
             raise SetupError(describe_oserror(f"joining the container's cgroup {procs}", exc)) from None
 
 
@@ -221,9 +228,13 @@ def child_main(opts: ExecOptions, env: dict[str, str], workdir: str | None, user
         fields = error_message(step, exc)
         try:
             chan.send("error", **fields)
-        except OSError:
-            pass
-        os._exit(int(fields.get("exit_code") or 125))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # EPIPE, ECONNRESET: `rl exec` has gone, nobody is left to tell
+        except OSError as lost:
+            # The channel cannot carry it (EMSGSIZE, ENOBUFS): stderr rather than nothing.
+            os.write(2, f"rl: exec: {step}: {fields.get('message')} (not sent: {lost})\n".encode())
+        finally:
+            os._exit(int(fields.get("exit_code") or 125))
     os._exit(125)
 
 
@@ -299,8 +310,11 @@ def _kill(pid: int | None, sig: int) -> None:
     if pid:
         try:
             os.kill(pid, sig)
-        except OSError:
-            pass
+        except ProcessLookupError:
+            pass  # ESRCH: it has gone already; its exit status is what counts
+        except OSError as exc:
+            sys.stderr.write(describe_oserror(f"rl: cannot forward signal {sig} to {pid}", exc)
+                             + "\n")
 
 
 def _drain(fd: int) -> None:

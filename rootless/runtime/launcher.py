@@ -47,7 +47,12 @@ from rootless.primitives.userns import (
     unshare_user,
     unshare_user_nested,
 )
-from rootless.runtime.container import DEFAULT_PATH, ContainerSetup, container_main
+from rootless.runtime.container import (
+    DEFAULT_PATH,
+    ContainerSetup,
+    container_main,
+    workdir_creation,
+)
 from rootless.runtime.mounts import plan_mounts
 from rootless.runtime.proc import FORWARDED
 from rootless.runtime.storage import (
@@ -157,7 +162,7 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
         readonly_paths: list[str] = []
         extra_mounts: list[Any] = []
         if plan_security is not None:
-            security = plan_security(spec)
+            security = plan_security(spec, log=log)
             masked, readonly_paths = security.masked_paths(), security.readonly_paths()
             extra_mounts = security.extra_mounts(dirs)
         cgroup = None
@@ -203,6 +208,7 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
             command=command,
             env=env,
             workdir=spec.workdir or source.workdir or None,
+            create_workdir=workdir_creation(spec.workdir, source.workdir, spec.volumes),
             user=spec.user or source.user or (keep_id.user_spec() if keep_id else None),
             keep_id=keep_id,
             tty=spec.tty,

@@ -20,10 +20,11 @@ calls, in this order (runtime/container.py run_command):
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
-from rootless.errors import SetupError, UsageError
+from rootless.errors import SetupError, UsageError, describe_oserror
 from rootless.security import caps as capmod
 
 TYPE_CHECKING = False  # typing costs ~2 ms of `rl run`: annotations only
@@ -140,8 +141,9 @@ def default_profile_path() -> str:
     return os.path.normpath(os.path.join(here, "..", "..", "configs", "seccomp.json"))
 
 
-def plan_security(spec: Any, paths: Any = None) -> SecurityPlan:
-    """Validate the security flags of `spec` and prepare everything PID 1 will apply."""
+def plan_security(spec: Any, paths: Any = None, log: Any = None) -> SecurityPlan:
+    """Validate the security flags of `spec` and prepare everything PID 1 will apply.
+    `log`: the launcher's debug log, if any."""
     if paths is None:
         from rootless.paths import Paths
 
@@ -161,7 +163,8 @@ def plan_security(spec: Any, paths: Any = None) -> SecurityPlan:
             os.fstat(fd)
         except OSError:
             raise UsageError(f"--preserve-fds {preserve}: file descriptor {fd} is not open") from None
-    seccomp, source = _plan_seccomp(opts["seccomp"], bool(spec.privileged), caps, last_cap, paths)
+    seccomp, source = _plan_seccomp(opts["seccomp"], bool(spec.privileged), caps, last_cap, paths,
+                                    log)
     secrets: list[tuple[str, bytes]] = []
     secrets_op = None
     if spec.secrets:
@@ -176,7 +179,7 @@ def plan_security(spec: Any, paths: Any = None) -> SecurityPlan:
 
 
 def _plan_seccomp(value: str | None, privileged: bool, caps: int, last_cap: int,
-                  paths: Any) -> tuple[Any, str]:
+                  paths: Any, log: Any = None) -> tuple[Any, str]:
     if value == "unconfined" or (privileged and value is None):
         return None, "unconfined"
     strict = value is not None  # a profile the user named must be applied, or the run fails
@@ -187,6 +190,10 @@ def _plan_seccomp(value: str | None, privileged: bool, caps: int, last_cap: int,
     except OSError as exc:
         if strict:
             raise UsageError(f"opening seccomp profile {path}: {exc.strerror}") from None
+        if exc.errno != errno.ENOENT:
+            # Present but unreadable: never a reason to run with less confinement.
+            raise SetupError(describe_oserror(f"reading the default seccomp profile {path}", exc),
+                             hint="reinstall rl, or choose --security-opt seccomp=PATH") from None
         sys.stderr.write(f"rl: warning: the default seccomp profile {path} is missing: "
                          "running without seccomp\n")
         return None, "unconfined"
@@ -194,8 +201,8 @@ def _plan_seccomp(value: str | None, privileged: bool, caps: int, last_cap: int,
 
     cap_names = set(capmod.names_of(caps))
     try:
-        return load_filter(data, path, cap_names, os.path.join(paths.runtime_dir, "seccomp")), \
-            ("default" if not strict else path)
+        return load_filter(data, path, cap_names, os.path.join(paths.runtime_dir, "seccomp"),
+                           log=log), ("default" if not strict else path)
     except FileNotFoundError:
         if strict:
             raise SetupError(f"seccomp profile {path} cannot be applied: libseccomp is not installed",
