@@ -88,8 +88,9 @@ class PastaPlan(NetworkPlan):
                 "--dns-forward", DNS_FORWARD]
         if not self.map_gw:
             argv.append("--no-map-gw")
-        if self.tap_name():
-            argv += ["-I", self.tap_name() or ""]
+        tap = self.tap_name()
+        if tap:
+            argv += ["-I", tap]
         published = port_args(self.ports)
         argv += published
         for flag in ("-t", "-u", "-T", "-U"):
