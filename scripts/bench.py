@@ -310,6 +310,12 @@ class Bench:
     def network(self) -> None:
         bb = str(self.rootfs)
         cmds: dict[str, Callable[[], float]] = {}
+        # What a user types: an image, rl's default network (pasta when installed).
+        reg = self.start_registry()
+        image = f"{reg}/rltest/busybox:latest"
+        subprocess.run(self.rl("pull", "-q", "--tls-verify=false", image), check=True, env=self.env,
+                       stdout=subprocess.DEVNULL)
+        cmds["rl run IMAGE (default network)"] = lambda: timed(self.rl("run", "--rm", image, "true"), self.env)
         for mode in ("pasta", "slirp4netns"):
             if have(mode):
                 cmds[f"rl run --network {mode}"] = (
@@ -467,7 +473,8 @@ def rerun_as_user(args: argparse.Namespace) -> int:
     """As root: install rl (not editable: an editable install adds ~15 ms of import hooks to
     every start) from a copy of this checkout into a venv the user can read, then run there."""
     user = os.environ.get("RL_BENCH_USER", "rltest")
-    base = Path("/var/tmp/rl-bench")
+    # RL_BENCH_BASE: a directory of one's own, for benchmarks of two checkouts side by side.
+    base = Path(os.environ.get("RL_BENCH_BASE", "/var/tmp/rl-bench"))
     src, venv = base / "src", base / "venv"
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)

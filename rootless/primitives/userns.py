@@ -89,14 +89,67 @@ def unshare_user(lib: object | None = None) -> None:
         raise userns_error(exc) from None
 
 
-def become_root(mapping: IdMapping) -> None:
-    """Inside the new namespace: take uid/gid 0 (the invoking user on the host)."""
+def unshare_user_nested(mapping: IdMapping, lib: object | None = None) -> None:
+    """unshare(CLONE_NEWUSER) inside the user namespace this process joined (an rl network's),
+    with `mapping.nested()` written by a child that stays in the joined namespace.
+
+    user_namespaces(7): the maps of a namespace are written from its parent namespace (or from
+    itself, one id only). The launcher is not in the joined namespace; this process will not be
+    after the unshare; its child, forked first, is, with the capabilities setns gave it, and
+    holds every capability in the new namespace too (its creator has the same host uid, and it
+    is a child of the writer's namespace)."""
+    import idmap
+
+    lib = lib or libc()
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    said_r, said_w = os.pipe2(os.O_CLOEXEC)
+    me = os.getpid()
+    writer = os.fork()
+    if writer == 0:  # the map writer: stays in the joined namespace
+        code = 1
+        try:
+            os.close(go_w)
+            os.close(said_r)
+            if os.read(go_r, 1) == b"1":  # EOF: the unshare failed, nothing to write
+                idmap.apply_mapping(me, mapping.nested(), None)
+                code = 0
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            hint = getattr(exc, "hint", None)
+            os.write(said_w, (f"{exc}" + (f"\n{hint}" if hint else "")).encode())
+        finally:
+            os._exit(code)
+    os.close(go_r)
+    os.close(said_w)
+    try:
+        try:
+            unshare_user(lib)
+            os.write(go_w, b"1")
+        finally:
+            os.close(go_w)
+        said = b""
+        while chunk := os.read(said_r, 4096):
+            said += chunk
+    finally:
+        os.close(said_r)
+        _, status = os.waitpid(writer, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        message, _, hint = said.decode(errors="replace").partition("\n")
+        raise SetupError(message or f"the map writer exited with status {status}",
+                         hint=hint or "see 'rl doctor uidmap-works'")
+
+
+def become_root(mapping: IdMapping, lib: object | None = None) -> None:
+    """Inside the new namespace: take uid/gid 0 (the invoking user on the host by default; the
+    first subordinate id with --userns=keep-id), keeping PR_SET_PDEATHSIG armed."""
     if mapping.mode != "single" and setgroups_allowed():
         # setgroups is allowed only when /proc/self/setgroups is "allow": newgidmap leaves it
         # "deny" when the map holds only the user's own gid (shadow, after CVE-2018-7169).
         os.setgroups([])
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
+    # When the host ids change (keep-id maps container root to a subordinate id) the kernel
+    # clears the parent-death signal (commit_creds in kernel/cred.c): arm it again.
+    (lib or libc()).set_pdeathsig(signal.SIGKILL)  # type: ignore[attr-defined]
 
 
 def setgroups_allowed() -> bool:
@@ -122,7 +175,7 @@ def diagnose_userns(sysctl_root: str = "/proc/sys") -> tuple[str | None, str | N
         try:
             with open(os.path.join(sysctl_root, name)) as f:
                 return f.read().strip()
-        except OSError:
+        except FileNotFoundError:  # a setting this kernel does not have (Debian's, Ubuntu's)
             return None
 
     if read("user/max_user_namespaces") == "0":

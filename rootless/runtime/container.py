@@ -34,7 +34,7 @@ from rootless.primitives.channel import Channel, error_message
 from rootless.primitives.mounts import MountFailure, MountOp, apply_plan, remount_bind
 from rootless.runtime.flatten import flatten_layers
 from rootless.runtime.proc import FORWARDED, close_fds_except
-from rootless.runtime.users import resolve_user
+from rootless.runtime.users import add_keep_id_entries, resolve_user
 
 # typing is imported for annotations only: importing it costs ~4 ms of `rl run`'s start-up.
 TYPE_CHECKING = False
@@ -65,6 +65,8 @@ class ContainerSetup:
         "security", "preserve_fds", "mapping_mode", "debug", "create_workdir",
         "join_mntns", "propagation", "no_pivot", "domainname", "rlimits", "oom_score_adj",
         "umask", "groups", "hooks", "start_socket",
+        # --userns=keep-id: the user's passwd/group entries to add (rootless.runtime.users)
+        "keep_id",
     )
 
     def __init__(self, **kw: Any) -> None:
@@ -119,6 +121,10 @@ def container_main(setup: ContainerSetup, chan: Channel) -> NoReturn:
         if setup.propagation:
             step = "set the root's propagation"
             lib.mount(None, "/", None, k.MS_REC | setup.propagation)
+        if setup.keep_id is not None:
+            # Before the user is looked up: with keep-id it is usually this entry.
+            step = "add your user to the container's /etc/passwd and /etc/group"
+            add_keep_id_entries(setup.keep_id)
         step = "look up the container's user"
         user = resolve_user(setup.user)
         if setup.groups is not None:
@@ -338,7 +344,7 @@ def run_command(setup: ContainerSetup, user: Any, chan: Channel, lib: Any,
         # the bounding set dropped (PR_CAPBSET_DROP needs CAP_SETPCAP, which a non-root user
         # no longer has after setresuid). See rootless/security/__init__.py for the order.
         security.apply_before_identity(lib, user)
-    set_identity(user, setup.mapping_mode)
+    set_identity(user, setup.mapping_mode, lib)
     if security is not None:
         security.apply_before_exec(lib, user)
     if setup.workdir:
@@ -415,12 +421,17 @@ def find_executable(name: str, env: dict[str, str]) -> None:
                        hint="check process.args[0] and the PATH in process.env")
 
 
-def set_identity(user: Any, mapping_mode: str) -> None:
+def set_identity(user: Any, mapping_mode: str, lib: Any = None) -> None:
+    """Become the command's user. With `lib` (PID 1), PR_SET_PDEATHSIG is armed again after:
+    a change of effective ids clears it (commit_creds, kernel/cred.c), and PID 1 would outlive
+    its helper."""
     try:
         if mapping_mode != "single":
             os.setgroups(user.groups)
         os.setresgid(user.gid, user.gid, user.gid)
         os.setresuid(user.uid, user.uid, user.uid)
+        if lib is not None:
+            lib.set_pdeathsig(signal.SIGKILL)
     except OSError as exc:
         if exc.errno == errno.EINVAL:
             raise unmapped_user(user) from None

@@ -7,9 +7,9 @@
   3.        ◄──────────────────── "userns" ──
      write uid_map/gid_map (newuidmap or direct)
      move the helper into the container's cgroup
-  4.        ── "go" ────────────────────────►  setresuid/gid(0)
-                                               unshare(UTS|IPC|NET|CGROUP|PID)
-                                               fork ──────────────────────► PDEATHSIG=KILL
+  4.        ── "go" ────────────────────────►  unshare(UTS|IPC|NET|CGROUP|PID)
+                                               fork ──────────────────────► setresuid/gid(0)
+                                                                           PDEATHSIG=KILL
   5.        ◄──────────── "pid1" {pid} ─────                               unshare(NEWNS), mounts,
      pidfd_open(pid1); network helper                                       pivot_root, tty...
      ◄──────────────────────────────────── "pty" {fd} (with -t) ─────────
@@ -20,8 +20,10 @@
      report the exit status exactly; clean up what is left
 
 The helper stays in the host's mount namespace (PID 1 makes its own), so after PID 1 exits it
-can still reach the container's storage and, being root in the user namespace, remove files
-that belong to subordinate ids.
+can still reach the container's storage and, holding every capability in the user namespace,
+remove files that belong to subordinate ids. It keeps the user's own host ids (see helper_main).
+With an rl network the helper joins the network's user namespace instead of creating one
+(and creates its own inside it for other maps: rootless.network.bridge).
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ from rootless.kernel import constants as k
 from rootless.kernel import libc
 from rootless.paths import Paths
 from rootless.primitives.channel import Channel, error_message, raise_error
-from rootless.primitives.userns import apply_mapping, become_root, default_mapping, unshare_user
+from rootless.primitives.userns import (
+    apply_mapping,
+    become_root,
+    default_mapping,
+    unshare_user,
+    unshare_user_nested,
+)
 from rootless.runtime.container import (
     DEFAULT_PATH,
     ContainerSetup,
@@ -86,6 +94,9 @@ class Prepared:
 
     __slots__ = ("spec", "cid", "dirs", "setup", "mapping", "helpers", "ns_flags", "network", "image",
                  "cgroup",
+                 # an rl network's containers with other maps than its own: a user namespace
+                 # of their own inside the network's (rootless.primitives.userns)
+                 "nested",
                  # lifecycle (rootless.runtime.state/detach): where state lives; a callable run
                  # once the command was exec'd (`rl run -d` reports success then); the lock
                  # of the container's runtime directory (state.create_record), held while
@@ -200,6 +211,14 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
         plan += extra_mounts
         for op in plan:
             log(f"plan: {op.describe()}")
+        keep_id = None
+        if spec.userns == "keep-id" and os.getuid() != 0:
+            # podman's keep-id: the command runs as you (unless --user or the image's USER
+            # says otherwise), with your passwd and group entries in the container's copy.
+            from rootless.runtime.users import keep_id_user
+
+            keep_id = keep_id_user((op.target for op in plan if op.kind in ("mount", "bind")),
+                                   spec.workdir or source.workdir or None)
         size = None
         if spec.tty:
             from rootless.runtime.tty import window_size
@@ -215,7 +234,8 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
             env=env,
             workdir=spec.workdir or source.workdir or None,
             create_workdir=workdir_creation(spec.workdir, source.workdir, spec.volumes),
-            user=spec.user or source.user or None,
+            user=spec.user or source.user or (keep_id.user_spec() if keep_id else None),
+            keep_id=keep_id,
             tty=spec.tty,
             winsize=size,
             interactive=spec.interactive,
@@ -258,9 +278,10 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
     ns = k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWPID | k.CLONE_NEWCGROUP
     if network.new_netns and not network.early_start:
         ns |= k.CLONE_NEWNET
+    nested = bool(network.join_userns and (spec.userns or spec.uidmaps or spec.gidmaps))
     return Prepared(spec=spec, cid=cid, dirs=dirs, setup=setup, mapping=mapping, helpers=helpers,
                     ns_flags=ns, network=network, image=source, cgroup=cgroup, paths=paths,
-                    owner_fd=owner_fd, watchers=[], record=True, ns_join=[])
+                    owner_fd=owner_fd, watchers=[], record=True, ns_join=[], nested=nested)
 
 
 def write_config(dirs: ContainerDirs, data: dict[str, Any]) -> None:
@@ -369,6 +390,7 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
             # keep it held after they died.
             os.close(p.owner_fd)
         step = "create the user namespace"
+        events: int | None = None
         if p.keep_userns:
             pass
         elif p.userns_fd is not None:
@@ -383,6 +405,12 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
                 lib.setns(ns_fd, k.CLONE_NEWUSER)
             finally:
                 os.close(ns_fd)
+            if p.nested:
+                # Other maps than the network's (keep-id, --uidmap): a user namespace of the
+                # container's own inside the network's, which the network's holder still may
+                # enter to attach the container (it owns this one's parent).
+                step = "create the container's user namespace inside the network's"
+                unshare_user_nested(p.mapping, lib)
         else:
             unshare_user(lib)
             if p.network.early_start:
@@ -391,21 +419,35 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
                 # helper starts while the maps are written and PID 1 is set up.
                 step = "create the network namespace"
                 lib.unshare(k.CLONE_NEWNET)
-        hchan.send("userns")
+                events = p.network.netns_setup()
+        if events is None:
+            hchan.send("userns")
+        else:
+            hchan.send_fd("userns", events)
+            os.close(events)
         go = hchan.recv()
         if not go or go.get("op") != "go":
             os._exit(1)
-        if not p.keep_userns:
-            become_root(p.mapping)
+        # The helper keeps the user's own host ids (it is root inside by the default maps, and
+        # holds every capability as the namespace's creator either way). With keep-id, root
+        # inside is a subordinate id: a helper that took it would be a process of another
+        # host uid, no longer dumpable (commit_creds), whose /proc/PID/ns entries pasta,
+        # slirp4netns and an rl network's holder — processes of the user — may not open
+        # (ptrace_may_access). PID 1 becomes root instead.
         for flag, fd in p.ns_join:
             # setns(2) into a namespace owned by this user namespace (or one it may enter).
             step = f"join the namespace {fd_path(fd)}"
             lib.setns(fd, flag)
         step = "create the namespaces"
         lib.unshare(p.ns_flags)
+        if p.ns_flags & k.CLONE_NEWNET:
+            step = "prepare the network namespace"
+            p.network.netns_setup()  # no user-mode helper to hand a descriptor to
         pid1 = os.fork()
         if pid1 == 0:
             hchan.close()
+            if not p.keep_userns:  # (an OCI runtime already root of its caller's namespace)
+                become_root(p.mapping, lib)
             for sig in (*FORWARDED, signal.SIGPIPE, signal.SIGXFSZ):
                 # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive execve, and
                 # `yes | head` must behave as in a shell.
@@ -427,6 +469,7 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
                 continue
         if p.setup.debug:
             sys.stderr.write(f"rl: [helper] PID 1 reaped at {time.monotonic():.4f}\n")
+        stop_network_helper(int(go.get("network_pid") or 0))
         if p.spec.remove:
             try:
                 remove_tree_as_root(p.dirs.root)
@@ -442,6 +485,17 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
             pass  # the launcher is gone: nobody to tell
         os._exit(1)
     os._exit(0)
+
+
+def stop_network_helper(pid: int) -> None:
+    """Kill the network's user-mode helper as soon as PID 1 is gone (it serves no one now): its
+    exit, ~15 ms asleep in the kernel, then overlaps the clean-up, and the launcher, which reaps
+    it, waits less. rl's helper has the user's host uid, as the network helper does."""
+    if pid:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 class Session:
@@ -468,27 +522,33 @@ class Session:
 
     # -- the steps ----------------------------------------------------------------------
     def run(self) -> int:
-        msg = self.hchan.recv()
+        msg, fds = self.hchan.recv_with_fds()
         if msg is None or msg.get("op") == "error":
+            for fd in fds:
+                os.close(fd)
             self.reap_helper()
             if msg:
                 raise_error(msg)
             raise SetupError("the helper process exited before creating the user namespace")
         self.log("helper in its user namespace")
         self.check_interrupt()
-        if self.p.network.join_userns is None and self.p.userns_fd is None and \
+        network = self.p.network
+        if network.join_userns is None and self.p.userns_fd is None and \
                 not self.p.keep_userns:
             # (a joined namespace has its maps already)
-            if self.p.network.early_start:
-                self.p.network.spawn(self.helper_pid, self.log)
+            events = fds[0] if fds else None
+            if network.early_start and not network.spawn_after_maps:
+                network.spawn(self.helper_pid, self.log, events)
             apply_mapping(self.helper_pid, self.p.mapping, self.p.helpers)
             self.log("id maps written")
+            if network.early_start and network.spawn_after_maps:
+                network.spawn(self.helper_pid, self.log, events)
         if self.p.cgroup is not None:
             # Limits are in place before PID 1 exists: the helper moves in, PID 1 inherits.
             self.p.cgroup.create_and_attach(self.helper_pid)
             self.log(f"cgroup {self.p.cgroup.describe()}")
         self.check_interrupt()
-        self.hchan.send("go")
+        self.hchan.send("go", network_pid=self.p.network.running_pid())
         msg = self.hchan.recv()
         if msg is None or msg.get("op") != "pid1":
             self.reap_helper()
@@ -828,7 +888,7 @@ def fd_path(fd: int) -> str:
 
 
 def cleanup(p: Prepared, log: Log, exit_code: int | None) -> None:
-    p.network.stop()
+    p.network.stop(log)
     if p.cgroup is not None:
         p.cgroup.remove()
     from rootless.runtime import state
