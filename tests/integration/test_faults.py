@@ -214,3 +214,19 @@ def test_signals_to_run_d_before_its_verdict_stop_the_start_up(rl, bb):
             assert "Traceback" not in err, err
         assert settle(rl, marker) == [], (i, delay, proc.returncode, err)
     assert "stopped" in outcomes, outcomes  # the delays reach into the start-up
+
+
+def test_rm_of_a_container_whose_rl_run_was_killed_returns(rl, busybox_rootfs):
+    """`rl rm NAME` (and `rm -a`) of a container whose `rl run` was SIGKILLed while the command
+    ran, before any `rl ps` marked it exited: the repair of its record took the container's
+    lock, which rm already held (two flock descriptors of one process: rm waited for itself)."""
+    marker = str(rl.base)
+    for args in (["rm", "victim"], ["rm", "-a"], ["rm", "-f", "victim"]):
+        proc = rl.popen("run", "--name", "victim", "--network", "none", "--rootfs",
+                        str(busybox_rootfs), "sh", "-c", "echo up; sleep 100", text=True)
+        assert proc.stdout is not None and proc.stdout.readline() == "up\n"
+        proc.kill()
+        proc.communicate()
+        r = rl(*args, timeout=30)
+        assert r.returncode == 0, (args, r.stderr)
+        assert settle(rl, marker) == [], args
