@@ -810,10 +810,12 @@ def main() -> int:
         return 0
     if os.geteuid() == 0:
         sys.exit("fault-campaign: run it as the unprivileged user that runs containers, not root")
-    # Under nohup SIGHUP is ignored, and an ignored signal stays ignored across exec: an rl
-    # that gets a SIGHUP before its first line would not die of it, which the signal kinds
-    # would count as a lost signal. The children start with the default disposition.
+    # Under nohup SIGHUP is ignored, and in a shell script's background job SIGINT is; an
+    # ignored signal stays ignored across exec, so an rl that gets one before its first line
+    # would not die of it, which the signal kinds would count as a lost signal. The children
+    # start with the default dispositions.
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if not args.rl:
         sys.exit("fault-campaign: no rl on PATH (use --rl)")
     wanted = [k for k in KIND_NAMES if not args.only or
