@@ -553,6 +553,8 @@ def list_containers(paths: Any) -> list[Container]:
     boot = boot_id()
     out = []
     for cid in cids:
+        if cid.startswith("."):
+            continue  # .removing-<id>: a removal under way (rootless.runtime.sweep)
         c = load(paths, cid, boot)
         if c is not None:  # no config.json: being created or removed right now
             out.append(c)

@@ -207,3 +207,12 @@ def test_a_dead_process_not_yet_reaped_is_not_alive():
         assert not st.alive(pid, None)
     finally:
         os.waitpid(pid, 0)
+
+
+def test_a_removal_in_progress_is_not_listed(paths):
+    """`rl rm` renames the storage to .removing-<id> first, then deletes it: meanwhile its
+    config.json is still there, and `rl ps -a` listed a container with the id
+    ".removing-<id>" (the fault campaign: ps while a killed run's --rm monitor removed it)."""
+    make_container(paths, "a" * 64)
+    make_container(paths, ".removing-" + "b" * 64)
+    assert [c.cid for c in st.list_containers(paths)] == ["a" * 64]
