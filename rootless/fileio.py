@@ -35,3 +35,26 @@ def write_existing(path: str, text: str) -> None:
         os.write(fd, text.encode())
     finally:
         os.close(fd)
+
+
+def proc_stat_fields(pid: int) -> list[bytes] | None:
+    """/proc/PID/stat from field 3 (the state) on; None when the process does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        # No such process (ESRCH when it exits between the open and the read).
+        return None
+    # comm (field 2) may hold spaces and parentheses: fields resume after the last ')'.
+    return data[data.rfind(b")") + 2:].split()
+
+
+# The states (/proc/PID/stat field 3, proc(5)) of a process that has exited: Z, a zombie its
+# parent has not reaped yet, and X, dead. It holds no file, lock or namespace any more.
+EXITED = (b"Z", b"X")
+
+
+def process_runs(pid: int) -> bool:
+    """pid exists and has not exited (/proc lists a zombie until its parent reaps it)."""
+    fields = proc_stat_fields(pid)
+    return bool(fields) and fields[0] not in EXITED  # type: ignore[index]

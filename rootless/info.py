@@ -88,10 +88,11 @@ def gather(env: dict[str, str] | None = None) -> dict[str, Any]:
         cgroups = {"version": "hybrid" if hybrid else "v2", "mount": mount[0], "path": own,
                    "controllers": _read(f"{directory}/cgroup.controllers").split(),
                    "writable": os.access(directory, os.W_OK)}
-    network = {}
-    for name in ("pasta", "slirp4netns"):
+    network: dict[str, Any] = {}
+    for name in ("slirp4netns", "pasta"):  # rl's order of preference (network.default_mode)
         path = host.which(name)
         network[name] = {"path": path, "version": tool_version(path) if path else None}
+    network["default"] = next((n for n in ("slirp4netns", "pasta") if network[n]["path"]), "none")
     existing = paths.data
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

@@ -50,7 +50,7 @@ OPTIONS: list[tuple[tuple[str, ...], str, str, str, str]] = [
     (("--uidmap",), "uidmaps", "list", "CONTAINER:HOST:SIZE", "map container uids (host side relative to your ranges)"),
     (("--gidmap",), "gidmaps", "list", "CONTAINER:HOST:SIZE", "map container gids"),
     # network
-    (("--network", "--net"), "network", "str", "MODE", "none, host, pasta[:OPTS], slirp4netns[:OPTS] or a network name"),
+    (("--network", "--net"), "network", "str", "MODE", "none, host, slirp4netns[:OPTS], pasta[:OPTS] or a network name (default: slirp4netns, else pasta)"),
     (("-p", "--publish"), "publish", "list", "[IP:][HOSTPORT:]PORT[/PROTO]", "publish a container port"),
     (("-P", "--publish-all"), "publish_all", "bool", "", "publish every EXPOSEd port to a random host port"),
     (("--dns",), "dns", "list", "IP", "DNS server for /etc/resolv.conf"),

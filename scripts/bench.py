@@ -310,7 +310,7 @@ class Bench:
     def network(self) -> None:
         bb = str(self.rootfs)
         cmds: dict[str, Callable[[], float]] = {}
-        # What a user types: an image, rl's default network (pasta when installed).
+        # What a user types: an image, rl's default network (slirp4netns when installed, else pasta).
         reg = self.start_registry()
         image = f"{reg}/rltest/busybox:latest"
         subprocess.run(self.rl("pull", "-q", "--tls-verify=false", image), check=True, env=self.env,

@@ -27,17 +27,19 @@ def tool_version(path: str) -> str:
 
 
 def check_network_helpers(host: Host) -> list[Check]:
-    found = {name: host.which(name) for name in ("pasta", "slirp4netns")}
+    # In the order rl prefers them for its default network (rootless.network.default_mode).
+    found = {name: host.which(name) for name in ("slirp4netns", "pasta")}
     have = {n: p for n, p in found.items() if p}
     if not have:
-        return [Check("network", "pasta / slirp4netns", WARNING,
-                      "neither pasta nor slirp4netns on PATH: only --network none and "
+        return [Check("network", "slirp4netns / pasta", WARNING,
+                      "neither slirp4netns nor pasta on PATH: only --network none and "
                       "--network host work",
-                      "sudo apt install passt   (pasta; or: sudo apt install slirp4netns)")]
+                      "sudo apt install slirp4netns   (or, for pasta: sudo apt install passt)")]
     shown = "; ".join(f"{p} ({tool_version(p)})" for p in have.values())
     missing = [n for n in found if n not in have]
-    return [Check("network", "pasta / slirp4netns", OK,
-                  shown + (f"; {missing[0]} not found" if missing else ""))]
+    return [Check("network", "slirp4netns / pasta", OK,
+                  shown + (f"; {missing[0]} not found" if missing else "")
+                  + f"; the default network: {next(iter(have))}")]
 
 
 def _device(host: Host, path: str, name: str, needed_by: str) -> Check:

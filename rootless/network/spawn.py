@@ -136,7 +136,11 @@ def tail_log(path: str | None, lines: int = 3) -> str:
 
 
 def sweep_stale(directory: str) -> None:
-    """Remove the files of helpers whose rl was SIGKILLed ("<helper>-<pid>.<ext>", pid gone)."""
+    """Remove the files of helpers whose rl was SIGKILLed ("<helper>-<pid>.<ext>", pid gone:
+    exited, even if not yet reaped — rl's helper, whose pid names them, is re-parented to init
+    when rl dies, and some inits reap only seconds later)."""
+    from rootless.fileio import process_runs
+
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
@@ -144,7 +148,7 @@ def sweep_stale(directory: str) -> None:
     for name in names:
         stem = name.rpartition(".")[0]
         pid = stem.rpartition("-")[2]
-        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+        if pid.isdigit() and not process_runs(int(pid)):
             try:
                 os.unlink(os.path.join(directory, name))
             except FileNotFoundError:

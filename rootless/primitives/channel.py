@@ -61,6 +61,7 @@ class Channel:
         return msg
 
     def recv_with_fds(self) -> tuple[dict[str, Any] | None, list[int]]:
+        reset = False
         while True:
             try:
                 data, ancdata, _flags, _addr = self.sock.recvmsg(
@@ -70,7 +71,13 @@ class Channel:
             except InterruptedError:
                 continue
             except ConnectionResetError:
-                return None, []
+                # The peer closed with a message of ours unread (PID 1 failed while "go" was
+                # on its way). The kernel reports that once, before what the peer sent us
+                # (__skb_try_recv_datagram checks sk_err first and clears it): read again for
+                # its last words, or the end of file.
+                if reset:
+                    return None, []
+                reset = True
         fds: list[int] = []
         for level, kind, payload in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:

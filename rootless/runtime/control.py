@@ -191,7 +191,7 @@ def remove_container(paths: Paths, c: Container, force: bool) -> None:
             signal_pid1(c, 9)
             _wait_owner_or_kill(c.state.get("owner"), c.state.get("owner_start"))
         elif c.stale:
-            st.repair(paths, c)
+            st.repair_locked(paths, c)  # (this lock is held: not st.repair)
         remove_files(paths, c)
 
 

@@ -254,7 +254,7 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
                 # podman names every container; the name is released like a --name one.
                 spec = spec.replace(name=state.claim_generated_name(paths, cid))  # type: ignore[assignment]
             unblock()
-            write_config(dirs, {
+            dirs.write_config({
                 "id": cid, "name": spec.name, "hostname": hostname, "command": command,
                 "image": source.image_name, "image_id": source.image_id,
                 "rootfs": spec.rootfs, "created": time.time(),
@@ -282,17 +282,6 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
     return Prepared(spec=spec, cid=cid, dirs=dirs, setup=setup, mapping=mapping, helpers=helpers,
                     ns_flags=ns, network=network, image=source, cgroup=cgroup, paths=paths,
                     owner_fd=owner_fd, watchers=[], record=True, ns_join=[], nested=nested)
-
-
-def write_config(dirs: ContainerDirs, data: dict[str, Any]) -> None:
-    from rootless.errors import describe_oserror
-
-    try:
-        dirs.write_config(data)
-    except OSError as exc:
-        raise SetupError(describe_oserror(f"writing {dirs.config}", exc),
-                         hint="check the free space and permissions of the storage directory "
-                              "(see 'rl doctor storage')") from None
 
 
 def resolv_conf(spec: RunSpec, network: Any) -> str:
@@ -563,7 +552,13 @@ class Session:
 
             state.record_running(self.p, self.pid1, self.helper_pid)
         self.check_interrupt()
-        self.p.network.start(self.helper_pid, self.log)
+        try:
+            self.p.network.start(self.helper_pid, self.log)
+        except RlError:
+            # PID 1 failed its set-up and exited: its namespaces went with it, and the network
+            # helper failed for that reason only. PID 1's error, sent before it exited, says why.
+            self.raise_container_error()
+            raise
         self.network_watch = NetworkWatch.of(self.p.network)
         self.check_interrupt()
         if self.p.oci is not None:
@@ -577,6 +572,17 @@ class Session:
             except (BrokenPipeError, ConnectionResetError):
                 pass  # PID 1 already failed; its error is waiting on the channel
         return self.wait()
+
+    def raise_container_error(self) -> None:
+        """Raise the error PID 1 has sent, if it has sent one (without waiting for it)."""
+        while self.cchan is not None and select.select([self.cchan.fileno()], [], [], 0)[0]:
+            msg, fds = self.cchan.recv_with_fds()
+            for fd in fds:
+                os.close(fd)  # a pty: the run is failing, there is nothing to proxy
+            if msg is None:
+                return
+            if msg.get("op") == "error":
+                raise_error(msg)
 
     def until_created(self) -> None:
         """An OCI container: relay PID 1's set-up (its pty to the console socket, the

@@ -37,6 +37,8 @@ import os
 import time
 
 import rootless.jsonc as json  # json's C half: importing json costs ~5 ms (re)
+from rootless.fileio import EXITED
+from rootless.fileio import proc_stat_fields as stat_fields
 
 # typing for annotations only: this module is on every `rl run`'s start-up path.
 TYPE_CHECKING = False
@@ -56,18 +58,6 @@ def boot_id() -> str:
         return ""
 
 
-def stat_fields(pid: int) -> list[bytes] | None:
-    """/proc/PID/stat from field 3 (the state) on; None when the process does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        # No such process (ESRCH when it exits between the open and the read).
-        return None
-    # comm (field 2) may hold spaces and parentheses: fields resume after the last ')'.
-    return data[data.rfind(b")") + 2:].split()
-
-
 def start_time(pid: int) -> int | None:
     """Field 22 of /proc/PID/stat; None when the process does not exist."""
     rest = stat_fields(pid)
@@ -78,11 +68,16 @@ def start_time(pid: int) -> int | None:
 
 
 def alive(pid: int | None, started: int | None) -> bool:
-    """The process pid exists and is the one that had start time `started` (not a reuse)."""
-    if not pid:
+    """The process pid runs and is the one that had start time `started` (not a reuse). A
+    zombie does not run: it has exited, closed its files (released its locks) and waits only
+    to be reaped, which for a killed monitor or helper is init's job and may take seconds."""
+    rest = stat_fields(pid) if pid else None
+    if not rest or rest[0] in EXITED:
         return False
-    now = start_time(pid)
-    return now is not None and (started is None or now == started)
+    try:
+        return started is None or int(rest[19]) == started
+    except (IndexError, ValueError):
+        return False
 
 
 def write_json(path: str, data: dict[str, Any]) -> None:
@@ -558,6 +553,8 @@ def list_containers(paths: Any) -> list[Container]:
     boot = boot_id()
     out = []
     for cid in cids:
+        if cid.startswith("."):
+            continue  # .removing-<id>: a removal under way (rootless.runtime.sweep)
         c = load(paths, cid, boot)
         if c is not None:  # no config.json: being created or removed right now
             out.append(c)
@@ -569,38 +566,47 @@ def repair(paths: Any, c: Container) -> None:
     """A container whose owner died: make the files say so. PID 1 and the helper die with
     their parent (PR_SET_PDEATHSIG), but make sure: kill them if they are still the same
     processes."""
+    if not c.stale:
+        return
+    with container_lock(paths, c.cid):
+        repair_locked(paths, c)
+
+
+def repair_locked(paths: Any, c: Container) -> None:
+    """repair() for a caller that holds the container's lock already (`rl rm`). Not repair():
+    flock(2) locks belong to open file descriptions, so a second open and flock of the same
+    lock file by its holder waits for the holder itself, for ever."""
     import signal
 
     if not c.stale:
         return
-    with container_lock(paths, c.cid):
-        path = state_file(paths, c.cid)
-        state = read_json(path)
-        if in_creation(state):
-            if creator_alive(paths, c.cid):
-                return
-            # Its `rl run` died before starting it: a plain "created" container now.
-            write_json(path, {"status": "created"})
-            c.state = {"status": "created"}
+    path = state_file(paths, c.cid)
+    state = read_json(path)
+    if in_creation(state):
+        if creator_alive(paths, c.cid):
             return
-        if not state or state.get("status") != "running":
-            return  # the owner wrote "exited" after all
-        if alive(state.get("owner"), state.get("owner_start")):
-            return
-        for key in ("pid", "helper"):
-            if alive(state.get(key), state.get(f"{key}_start")):
-                try:
-                    os.kill(int(state[key]), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass  # it died between the check and the kill
-        data = {"status": "exited", "exit_code": None, "started": state.get("started"),
-                "finished": time.time(), "restarts": state.get("restarts", 0),
-                "error": "the process that watched the container died; exit status unknown"}
-        try:
-            write_json(path, data)
-        except FileNotFoundError:
-            return  # removed meanwhile (`rl rm` of a container is not under this lock's care)
-        c.state = data
+        # Its `rl run` died before starting it: a plain "created" container now.
+        write_json(path, {"status": "created"})
+        c.state = {"status": "created"}
+        return
+    if not state or state.get("status") != "running":
+        return  # the owner wrote "exited" after all
+    if alive(state.get("owner"), state.get("owner_start")):
+        return
+    for key in ("pid", "helper"):
+        if alive(state.get(key), state.get(f"{key}_start")):
+            try:
+                os.kill(int(state[key]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # it died between the check and the kill
+    data = {"status": "exited", "exit_code": None, "started": state.get("started"),
+            "finished": time.time(), "restarts": state.get("restarts", 0),
+            "error": "the process that watched the container died; exit status unknown"}
+    try:
+        write_json(path, data)
+    except FileNotFoundError:
+        return  # removed meanwhile (`rl rm` of a container is not under this lock's care)
+    c.state = data
 
 
 def images_in_use(paths: Any) -> set[str]:

@@ -60,25 +60,41 @@ class ContainerDirs:
             for d in (self.upper, self.work, self.merged, self.userdata):
                 os.mkdir(d, 0o755)
         except OSError as exc:
-            raise SetupError(
-                describe_oserror(f"creating the container's storage in {self.root}", exc),
-                hint="check that the storage directory is writable (see 'rl doctor storage')",
-            ) from None
+            raise self.error(f"creating the container's storage in {self.root}", exc) from None
 
     def write_file(self, name: str, text: str) -> str:
         path = os.path.join(self.userdata, name)
-        with open(path, "w") as f:
-            f.write(text)
-        os.chmod(path, 0o644)
+        try:
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o644)
+        except OSError as exc:
+            raise self.error(f"writing {path}", exc) from None
         return path
 
     def write_config(self, data: dict[str, Any]) -> None:
         import json  # indented for people who read it; rl-oci's start-up never writes one
 
         tmp = self.config + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(json.dumps(data, indent=2))
-        os.replace(tmp, self.config)
+        try:
+            with open(tmp, "w") as f:
+                f.write(json.dumps(data, indent=2))
+            os.replace(tmp, self.config)
+        except OSError as exc:
+            raise self.error(f"writing {self.config}", exc) from None
+
+    def error(self, step: str, exc: OSError) -> SetupError:
+        """An OSError of the container's storage as an Error naming the step and the path,
+        with what the user can do about a full file system (the usual cause)."""
+        import errno
+
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            store = os.path.dirname(os.path.dirname(self.root))  # .../rootless of containers/<id>
+            hint = (f"free space on the file system of {store} ('rl rm' and 'rl image prune' "
+                    "remove containers and unused images), or set XDG_DATA_HOME to a larger one")
+        else:
+            hint = "check that the storage directory is writable (see 'rl doctor storage')"
+        return SetupError(describe_oserror(step, exc), hint=hint)
 
     def remove(self) -> bool:
         """Remove as the host user; False when files owned by subordinate ids remain (the

@@ -124,6 +124,10 @@ def test_info(rl) -> None:  # type: ignore[no-untyped-def]
     assert data["idmappings"]["uidmap"][0].startswith(f"0 {os.getuid()} 1")
     if shutil.which("pasta"):
         assert data["network"]["pasta"]["path"]
+    # The helper `rl run` uses without --network: slirp4netns first, as rl chooses it.
+    from rootless.network import default_mode
+
+    assert data["network"]["default"] == default_mode()
     text = rl("info")
     assert text.returncode == 0 and "idmappings:" in text.stdout and "store:" in text.stdout
 

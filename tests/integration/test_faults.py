@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from rootless.runtime.sweep import NEW_DIR_GRACE
 from tests.conftest import need_tool
 
 pytestmark = pytest.mark.integration
@@ -159,7 +160,15 @@ def test_sigkill_during_start_up_leaves_nothing_that_ps_rm_and_prune_cannot_see(
         # ...and rm -a or system prune removes the rest.
         clean = ("rm", "-a", "-f") if rnd % 2 else ("system", "prune", "-f")
         assert rl(*clean).returncode == 0
-        assert settle(rl, marker) == [], (rnd, clean)
+        left = settle(rl, marker)
+        if left and all(x.startswith("runtime/.new-") for x in left):
+            # A run killed while it made its runtime directory leaves `.new-<id>`, which a
+            # sweep takes only once it is NEW_DIR_GRACE old (a live creator's is unlocked for
+            # an instant too): the next rl after that removes it.
+            time.sleep(NEW_DIR_GRACE + 0.5)
+            assert rl("ps", "-a").returncode == 0
+            left = settle(rl, marker)
+        assert left == [], (rnd, clean)
 
 
 @pytest.mark.parametrize("network", ["none", "pasta"])
@@ -214,3 +223,19 @@ def test_signals_to_run_d_before_its_verdict_stop_the_start_up(rl, bb):
             assert "Traceback" not in err, err
         assert settle(rl, marker) == [], (i, delay, proc.returncode, err)
     assert "stopped" in outcomes, outcomes  # the delays reach into the start-up
+
+
+def test_rm_of_a_container_whose_rl_run_was_killed_returns(rl, busybox_rootfs):
+    """`rl rm NAME` (and `rm -a`) of a container whose `rl run` was SIGKILLed while the command
+    ran, before any `rl ps` marked it exited: the repair of its record took the container's
+    lock, which rm already held (two flock descriptors of one process: rm waited for itself)."""
+    marker = str(rl.base)
+    for args in (["rm", "victim"], ["rm", "-a"], ["rm", "-f", "victim"]):
+        proc = rl.popen("run", "--name", "victim", "--network", "none", "--rootfs",
+                        str(busybox_rootfs), "sh", "-c", "echo up; sleep 100", text=True)
+        assert proc.stdout is not None and proc.stdout.readline() == "up\n"
+        proc.kill()
+        proc.communicate()
+        r = rl(*args, timeout=30)
+        assert r.returncode == 0, (args, r.stderr)
+        assert settle(rl, marker) == [], args

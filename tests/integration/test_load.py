@@ -24,11 +24,11 @@ def files_under(root: Path) -> list[str]:
 
 
 def test_runtime_dir_holds_as_many_files_after_fifty_runs(rl, busybox_rootfs):
-    need_tool("pasta")
+    need_tool("slirp4netns")  # the default network when installed (pasta otherwise)
     rootfs = str(busybox_rootfs)
 
     def cycle(i: int) -> None:
-        """One of the ways a container comes and goes (default network: pasta)."""
+        """One of the ways a container comes and goes (default network: slirp4netns)."""
         kind = i % 5
         if kind == 0:
             r = rl("run", "--rm", "--rootfs", rootfs, "true")
@@ -61,11 +61,11 @@ def test_runtime_dir_holds_as_many_files_after_fifty_runs(rl, busybox_rootfs):
 
 
 def test_fifty_parallel_runs_with_network_all_succeed_and_leave_nothing(rl, busybox_rootfs):
-    need_tool("pasta")
+    need_tool("slirp4netns")
     marker = str(rl.base)
 
     def one(i: int):
-        # An interface besides lo, with an address: pasta configured the network.
+        # An interface besides lo, with an address: the default helper configured the network.
         return rl("run", "--rm", "--rootfs", str(busybox_rootfs), "sh", "-c",
                   f"ip -o -4 addr | grep -v ' lo ' | grep -q inet && echo ok{i}", timeout=180)
 

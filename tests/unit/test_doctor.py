@@ -320,3 +320,20 @@ def test_output_and_verdict() -> None:
     assert not can_run(checks)
     data = as_json(checks)
     assert data["can_run_containers"] is False and data["checks"][2]["fix"] == "fix it"
+
+
+def test_the_network_check_names_the_default_helper(tmp_path: Path) -> None:
+    """slirp4netns when installed, else pasta (rootless.network.default_mode): doctor says
+    which one `rl run` uses, in that order."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("pasta", "slirp4netns"):
+        tool = bin_dir / name
+        tool.write_text(f"#!/bin/sh\necho {name} 1.0\n")
+        tool.chmod(0o755)
+    [both] = network.check_network_helpers(make_host(tmp_path, PATH=str(bin_dir)))
+    assert both.status == OK and both.found.endswith("; the default network: slirp4netns")
+    assert both.found.index("slirp4netns (") < both.found.index("pasta (")
+    (bin_dir / "slirp4netns").unlink()
+    [pasta] = network.check_network_helpers(make_host(tmp_path, PATH=str(bin_dir)))
+    assert pasta.found.endswith("slirp4netns not found; the default network: pasta")

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,36 @@ def test_write_json_does_not_resurrect_a_removed_directory(tmp_path):
     with pytest.raises(FileNotFoundError):
         st.write_json(str(tmp_path / "gone" / "state.json"), {})
     assert not (tmp_path / "gone").exists()
+
+
+def zombie() -> int:
+    """A child that has exited and that nobody reaped yet (the caller reaps it): what a killed
+    `rl run -d` monitor or helper is until init reaps it, which on some hosts takes seconds."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    while (st.stat_fields(pid) or [b"Z"])[0] != b"Z":
+        time.sleep(0.001)
+    return pid
+
+
+def test_a_dead_process_not_yet_reaped_is_not_alive():
+    """A killed monitor stays a zombie until its new parent reaps it: `rl ps` said "Up" and
+    `rl rm` waited on it for that long (the fault campaign's monitor kills)."""
+    pid = zombie()
+    try:
+        started = st.start_time(pid)
+        assert started is not None  # /proc still has it...
+        assert not st.alive(pid, started)  # ...but it runs nothing and holds no lock
+        assert not st.alive(pid, None)
+    finally:
+        os.waitpid(pid, 0)
+
+
+def test_a_removal_in_progress_is_not_listed(paths):
+    """`rl rm` renames the storage to .removing-<id> first, then deletes it: meanwhile its
+    config.json is still there, and `rl ps -a` listed a container with the id
+    ".removing-<id>" (the fault campaign: ps while a killed run's --rm monitor removed it)."""
+    make_container(paths, "a" * 64)
+    make_container(paths, ".removing-" + "b" * 64)
+    assert [c.cid for c in st.list_containers(paths)] == ["a" * 64]

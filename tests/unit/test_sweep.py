@@ -181,3 +181,20 @@ def test_the_records_descriptor_stays_above_the_preserved_ones(paths):
         assert fd >= 8
     finally:
         os.close(fd)
+
+
+def test_helper_files_of_a_dead_helper_are_swept_before_it_is_reaped(tmp_path):
+    """A network helper's log is named after rl's helper process; when `rl run` is SIGKILLed
+    that process dies at once but stays a zombie until init reaps it (seconds on some hosts):
+    `rl rm -a` right after the kill left slirp4netns-<pid>.log behind."""
+    from rootless.network.spawn import sweep_stale
+    from tests.unit.test_state import zombie
+
+    pid = zombie()
+    try:
+        (tmp_path / f"slirp4netns-{pid}.log").write_text("")
+        (tmp_path / f"pasta-{os.getpid()}.pid").write_text("")  # a live one stays
+        sweep_stale(str(tmp_path))
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f"pasta-{os.getpid()}.pid"]
+    finally:
+        os.waitpid(pid, 0)

@@ -20,7 +20,7 @@ import os
 import time
 
 from rootless.errors import RlError
-from rootless.runtime.state import read_json, start_time, stat_fields, write_json
+from rootless.runtime.state import alive, read_json, start_time, write_json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -193,15 +193,7 @@ def act_as_owner(rec: Record) -> None:
 
 def process_alive(pid: int | None, started: int | None) -> bool:
     """pid runs (not a zombie) and is the process that had start time `started`."""
-    if not pid:
-        return False
-    rest = stat_fields(pid)
-    if not rest or rest[0] in (b"Z", b"X"):
-        return False
-    try:
-        return started is None or int(rest[19]) == started
-    except (IndexError, ValueError):
-        return False
+    return alive(pid, started)
 
 
 def rfc3339(now: float | None = None) -> str:
