@@ -82,8 +82,9 @@ class Prepared:
     __slots__ = ("spec", "cid", "dirs", "setup", "mapping", "helpers", "ns_flags", "network", "image",
                  "cgroup",
                  # lifecycle (rootless.runtime.state/detach): where state lives; a callable run
-                 # once the command was exec'd (`rl run -d` reports success then)
-                 "paths", "notify")
+                 # once the command was exec'd (`rl run -d` reports success then); record:
+                 # False for a build step, which is no container of ps/inspect/rm
+                 "paths", "notify", "record")
 
     def __init__(self, **kw: Any) -> None:
         for name in self.__slots__:
@@ -96,7 +97,11 @@ def run(spec: RunSpec, paths: Paths, existing: str | None = None) -> int:
     log = Log(spec.log_level)
     if log.enabled:
         import traceback  # noqa: F401  (PID 1 prints tracebacks at debug level, after pivot_root)
-    prepared = prepare(spec, paths, log, existing)
+    return launch(prepare(spec, paths, log, existing), paths, log)
+
+
+def launch(prepared: Prepared, paths: Paths, log: Log) -> int:
+    """Start a planned container, wait for it and clean up; returns the exit status."""
     code: int | None = None
     try:
         code = start_and_wait(prepared, paths, log)
@@ -105,12 +110,17 @@ def run(spec: RunSpec, paths: Paths, existing: str | None = None) -> int:
         cleanup(prepared, log, code)
 
 
-def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) -> Prepared:
+def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None, *,
+            source: Any = None, dirs: ContainerDirs | None = None,
+            record: bool = True) -> Prepared:
     """Plan a run. `existing` is the id of a stopped container to start again (`rl start`,
-    --restart): its storage, name and config are kept."""
+    --restart): its storage, name and config are kept. A build step (rl build's RUN) gives
+    its own rootfs `source` (layers) and storage `dirs`, created by the caller, and
+    `record=False`: no name, no config.json, no state, and its upper directory is kept."""
     from rootless.runtime import rootfs as rootfs_mod
 
-    source = rootfs_mod.resolve(spec, paths, log)
+    if source is None:
+        source = rootfs_mod.resolve(spec, paths, log)
     command = source.command
     if not command:
         raise UsageError("no command specified", hint="give a command after the image, e.g. 'rl run IMAGE sh'")
@@ -121,9 +131,11 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
 
     cid = existing or new_container_id()
     hostname = spec.hostname or cid[:12]
-    dirs = ContainerDirs(os.path.join(paths.containers_dir, cid))
-    if existing is None:
-        dirs.create()
+    own_dirs = dirs is None
+    if dirs is None:
+        dirs = ContainerDirs(os.path.join(paths.containers_dir, cid))
+        if existing is None:
+            dirs.create()
     try:
         from rootless.network import plan_network
 
@@ -198,7 +210,7 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
         )
         from rootless.runtime import state
 
-        if existing is None:
+        if existing is None and record:
             state.reserve_name(paths, spec.name, cid, spec.cidfile)
             if spec.name is None:
                 # podman names every container; the name is released like a --name one.
@@ -214,17 +226,19 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
                 "spec": dict(spec.as_dict(), rootfs=spec.rootfs and os.path.abspath(spec.rootfs)),
             })
     except BaseException:
-        if existing is None:
+        if existing is None and record:
             from rootless.runtime import state
 
             state.release_reservations(paths, spec, cid)
+        if existing is None and own_dirs:
             dirs.remove()
         raise
     ns = k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWPID | k.CLONE_NEWCGROUP
     if network.new_netns and not network.early_start:
         ns |= k.CLONE_NEWNET
     return Prepared(spec=spec, cid=cid, dirs=dirs, setup=setup, mapping=mapping, helpers=helpers,
-                    ns_flags=ns, network=network, image=source, cgroup=cgroup, paths=paths)
+                    ns_flags=ns, network=network, image=source, cgroup=cgroup, paths=paths,
+                    record=record)
 
 
 def resolv_conf(spec: RunSpec, network: Any) -> str:
@@ -417,9 +431,10 @@ class Session:
         except OSError:
             self.pidfd = None
         self.log(f"PID 1 is host pid {self.pid1}")
-        from rootless.runtime import state
+        if self.p.record:
+            from rootless.runtime import state
 
-        state.record_running(self.p, self.pid1, self.helper_pid)
+            state.record_running(self.p, self.pid1, self.helper_pid)
         self.p.network.start(self.helper_pid, self.log)
         if self.p.setup.wait_for_go and self.cchan is not None:
             try:
@@ -626,9 +641,10 @@ def cleanup(p: Prepared, log: Log, exit_code: int | None) -> None:
     p.network.stop()
     if p.cgroup is not None:
         p.cgroup.remove()
-    from rootless.runtime import state
+    if p.record:
+        from rootless.runtime import state
 
-    state.record_exited(p, exit_code)
+        state.record_exited(p, exit_code)
     if not p.spec.remove:
         return
     if p.dirs.remove():
