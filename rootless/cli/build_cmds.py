@@ -315,6 +315,33 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"Removed {before} cache records, {len(result.layers)} layers "
                    f"({result.bytes_freed} bytes)")
 
+    def push(
+        image: str = typer.Argument(..., help="Image to push"),
+        destination: str | None = typer.Argument(None, help="REGISTRY/NAME[:TAG], oci:DIR[:TAG] "
+                                                            "or docker-archive:FILE"),
+        tls_verify: str | None = typer.Option(None, "--tls-verify", metavar="BOOL"),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output"),
+        digestfile: str | None = typer.Option(None, "--digestfile",
+                                              help="Write the manifest digest here"),
+    ) -> None:
+        """Push an image to a registry, an OCI layout or a docker-archive."""
+        from rootless.image.push import push_image
+
+        paths = _paths()
+        insecure: list[str] = []
+        if os.path.exists(paths.config_file_path):
+            from rootless.config import load_config
+
+            insecure = list(load_config(paths).insecure_registries)
+        digest = push_image(image, destination, store=_store(), paths=paths,
+                            tls_verify=None if tls_verify is None
+                            else _bool("--tls-verify", tls_verify),
+                            quiet=quiet, insecure_registries=insecure)
+        if digestfile:
+            with open(digestfile, "w") as f:
+                f.write(digest)
+
+    app.command("push")(push)
     app.command("build", context_settings={"allow_interspersed_args": True})(build)
     app.command("tag")(tag)
     app.command("untag")(untag)
@@ -326,6 +353,7 @@ def register(app: typer.Typer) -> None:
         image_app.command("untag")(untag)
         image_app.command("history")(history)
         image_app.command("inspect")(image_inspect)
+        image_app.command("push")(push)
     app.add_typer(builder_app, name="builder")
     builder_app.command("prune")(builder_prune)
 

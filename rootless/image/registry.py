@@ -401,6 +401,20 @@ class RegistryClient:
         suffix += f": {detail}" if detail else ""
         return RegistryError(f"{what}: registry {self.registry} answered HTTP {status}{suffix}")
 
+    # for rootless.image.push, which holds the upload protocol ----------------------------------
+    def request(self, method: str, path_or_url: str, *, repository: str, what: str,
+                headers: dict[str, str] | None = None, content: Content = None,
+                push: bool = True) -> httpx.Response:
+        """An authenticated request with retries (scope: the repository, pull[,push])."""
+        return self._request(method, path_or_url, scope=_scope(repository, push=push), what=what,
+                             headers=headers, content=content)
+
+    def fail(self, response: httpx.Response, what: str) -> RegistryError:
+        return self._fail(response, what)
+
+    def location(self, response: httpx.Response, what: str) -> str:
+        return self._location(response, what)
+
     # API -------------------------------------------------------------------------------------
     def ping(self) -> None:
         """GET /v2/ with authentication: succeeds when the registry accepts rl's credentials."""
