@@ -173,6 +173,7 @@ _ANNOTATIONS = typer.Option([], "--annotation", help="K=V on the manifest")
 _NEW_NAMES = typer.Argument(..., help="New names")
 _OLD_NAMES = typer.Argument(None, help="Names to remove (default: all)")
 _IMAGES = typer.Argument(..., help="Images")
+_CHANGES = typer.Option([], "--change", "-c", help="A Dockerfile instruction to apply")
 
 
 def register(app: typer.Typer) -> None:
@@ -341,6 +342,26 @@ def register(app: typer.Typer) -> None:
             with open(digestfile, "w") as f:
                 f.write(digest)
 
+    def commit(
+        container: str = typer.Argument(..., help="Container name or ID"),
+        image: str | None = typer.Argument(None, help="Name of the new image"),
+        changes: list[str] = _CHANGES,
+        message: str | None = typer.Option(None, "--message", "-m", help="Commit message"),
+        author: str | None = typer.Option(None, "--author", "-a", help="Author"),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the image ID"),
+        pause: bool = typer.Option(False, "--pause", "-p", help="Accepted (rl does not pause)"),
+    ) -> None:
+        """Create an image from a container's changes."""
+        from rootless.build.commit import commit_container
+        from rootless.cli.container_cmds import resolve
+
+        paths = _paths()
+        c = resolve(paths, container)
+        del pause, quiet
+        made = commit_container(paths, c, image, list(changes), message, author)
+        typer.echo(made.id.split(":", 1)[-1])
+
+    app.command("commit")(commit)
     app.command("push")(push)
     app.command("build", context_settings={"allow_interspersed_args": True})(build)
     app.command("tag")(tag)
