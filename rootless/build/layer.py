@@ -1,0 +1,252 @@
+"""A layer directory in overlay's format → an OCI layer tar (+gzip/zstd) and its digests.
+
+Runs as root inside the build's user namespace, so stat() already shows the image's own ids
+(a file owned by subordinate id 100033 on disk is 33 here) and every file is readable.
+The walk is sorted, so the same tree always gives the same tar (and diff_id). Overlay's
+format becomes OCI's (image-spec/layer.md "Whiteouts"):
+
+    0:0 character device NAME            →  empty regular file .wh.NAME
+    directory with user.overlay.opaque=y →  the directory, then DIR/.wh..wh..opq
+    other user.overlay.* attributes      →  dropped (overlay's own bookkeeping)
+    hard links (same inode twice)        →  a tar hard link to the first name
+
+The tar is produced by one process and compressed by another, joined by a pipe: on these
+2-core machines walking and compressing then overlap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tarfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+OPAQUE_XATTR = "user.overlay.opaque"
+CHUNK = 1 << 20
+GZIP_LEVEL = 6  # gzip's and Go's compress/gzip default, as docker and podman write layers
+
+
+@dataclass
+class LayerBlob:
+    diff_id: str
+    digest: str
+    size: int  # compressed bytes
+    tar_size: int
+    media_type: str
+
+    def descriptor(self) -> dict[str, Any]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+
+
+class _HashWriter:
+    """A write-only file object that hashes and counts, passing bytes on."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        self.out.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def walk(root: str) -> Iterator[tuple[str, os.stat_result]]:
+    """(relative path, lstat) of every entry below root, parents first, names sorted."""
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        path = os.path.join(root, rel) if rel else root
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        dirs = []
+        for entry in entries:
+            child = f"{rel}/{entry.name}" if rel else entry.name
+            st = entry.stat(follow_symlinks=False)
+            yield child, st
+            if stat.S_ISDIR(st.st_mode):
+                dirs.append(child)
+        stack.extend(reversed(dirs))
+
+
+def _xattrs(path: str) -> dict[str, str]:
+    out = {}
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return {}
+    for name in names:
+        if not name.startswith("user.") or name.startswith("user.overlay."):
+            continue
+        try:
+            value = os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue
+        out[f"SCHILY.xattr.{name}"] = value.decode("utf-8", "surrogateescape")
+    return out
+
+
+def _is_opaque(path: str) -> bool:
+    try:
+        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def write_tar(root: str, out: IO[bytes], *, epoch: int | None = None) -> tuple[str, int]:
+    """Write root's tree as a layer tar to out; returns (diff_id, bytes written)."""
+    writer = _HashWriter(out)
+    links: dict[tuple[int, int], str] = {}
+    with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
+                      bufsize=CHUNK, encoding="utf-8", errors="surrogateescape") as tar:
+        for rel, st in walk(root):
+            path = os.path.join(root, rel)
+            info = tarfile.TarInfo(rel)
+            info.uid, info.gid = st.st_uid, st.st_gid
+            info.uname = info.gname = ""
+            info.mode = stat.S_IMODE(st.st_mode)
+            info.mtime = epoch if epoch is not None else int(st.st_mtime)
+            mode = st.st_mode
+            if stat.S_ISCHR(mode) and st.st_rdev == 0:
+                parent, _, name = rel.rpartition("/")
+                wh = tarfile.TarInfo(f"{parent}/.wh.{name}" if parent else f".wh.{name}")
+                wh.mtime = info.mtime
+                wh.uname = wh.gname = ""
+                tar.addfile(wh)
+                continue
+            if stat.S_ISDIR(mode):
+                info.type = tarfile.DIRTYPE
+                info.pax_headers = _xattrs(path)
+                tar.addfile(info)
+                if _is_opaque(path):
+                    opq = tarfile.TarInfo(f"{rel}/.wh..wh..opq")
+                    opq.mtime = info.mtime
+                    opq.uname = opq.gname = ""
+                    tar.addfile(opq)
+            elif stat.S_ISLNK(mode):
+                info.type = tarfile.SYMTYPE
+                info.linkname = os.readlink(path)
+                tar.addfile(info)
+            elif stat.S_ISREG(mode):
+                key = (st.st_dev, st.st_ino)
+                if st.st_nlink > 1 and key in links:
+                    info.type = tarfile.LNKTYPE
+                    info.linkname = links[key]
+                    tar.addfile(info)
+                    continue
+                if st.st_nlink > 1:
+                    links[key] = rel
+                info.size = st.st_size
+                info.pax_headers = _xattrs(path)
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                with os.fdopen(fd, "rb") as f:
+                    tar.addfile(info, f)
+            elif stat.S_ISFIFO(mode):
+                info.type = tarfile.FIFOTYPE
+                tar.addfile(info)
+            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+                info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+                tar.addfile(info)
+            # sockets are never part of an image (Docker skips them too)
+    return "sha256:" + writer.hash.hexdigest(), writer.size
+
+
+class Compressor:
+    """Streams bytes into a compressed blob file, hashing the compressed bytes."""
+
+    def __init__(self, out: IO[bytes], fmt: str, level: int | None = None) -> None:
+        self.out = out
+        self.fmt = fmt
+        self.hash = hashlib.sha256()
+        self.size = 0
+        if fmt == "gzip":
+            # wbits 31: a gzip member with a zeroed header (no name, mtime 0): reproducible
+            self._z: Any = zlib.compressobj(level if level is not None else GZIP_LEVEL,
+                                            zlib.DEFLATED, 31)
+        elif fmt == "zstd":
+            import zstandard
+
+            self._z = zstandard.ZstdCompressor(level=level or 3).compressobj()
+        elif fmt == "none":
+            self._z = None
+        else:
+            raise ValueError(f"unknown compression {fmt!r}")
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self.hash.update(data)
+            self.size += len(data)
+            self.out.write(data)
+
+    def write(self, data: bytes) -> None:
+        self._emit(self._z.compress(data) if self._z is not None else data)
+
+    def finish(self) -> None:
+        if self._z is not None:
+            self._emit(self._z.flush())
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
+
+
+def media_type(fmt: str) -> str:
+    from rootless.image import mediatypes as mt
+
+    return {"gzip": mt.OCI_LAYER_GZIP, "zstd": mt.OCI_LAYER_ZSTD, "none": mt.OCI_LAYER_TAR}[fmt]
+
+
+def pack_layer(root: str, blob_path: str, *, fmt: str = "gzip", epoch: int | None = None,
+               level: int | None = None) -> LayerBlob:
+    """Tar root (a forked writer) and compress it into blob_path (this process).
+
+    Call from a single-threaded process (it forks). Raises OSError/RuntimeError on failure.
+    """
+    import json
+    import sys
+
+    r, w = os.pipe()
+    rr, rw = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(r)
+            os.close(rr)
+            with os.fdopen(w, "wb", buffering=CHUNK) as pipe:
+                diff_id, size = write_tar(root, pipe, epoch=epoch)
+            os.write(rw, json.dumps({"diff_id": diff_id, "size": size}).encode())
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            os.write(rw, json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    os.close(rw)
+    try:
+        with os.fdopen(r, "rb", buffering=0) as pipe, open(blob_path, "wb") as out:
+            comp = Compressor(out, fmt, level)
+            while chunk := pipe.read(CHUNK):
+                comp.write(chunk)
+            comp.finish()
+            out.flush()
+            os.fsync(out.fileno())
+        with os.fdopen(rr, "rb") as f:
+            report = json.loads(f.read() or b"{}")
+    finally:
+        _, status = os.waitpid(pid, 0)
+    if status != 0 or "error" in report:
+        raise RuntimeError(f"writing the layer tar of {root}: {report.get('error', status)}")
+    return LayerBlob(report["diff_id"], comp.digest, comp.size, report["size"], media_type(fmt))
