@@ -297,9 +297,10 @@ class Builder:
                 path = posixpath.join(cfg.get("WorkingDir") or "/", path)
             path = posixpath.normpath(path)
             cfg["WorkingDir"] = path
-            state.pending_dirs.append((path, cfg.get("User") or ""))
         elif cmd in ("CMD", "ENTRYPOINT"):
-            argv = ins.json if ins.json is not None else [*state.shell, ins.args]
+            # buildah (the reference here) runs shell-form CMD/ENTRYPOINT with /bin/sh -c
+            # whatever SHELL says; Docker would use SHELL (docs/build.md)
+            argv = ins.json if ins.json is not None else [*ic.DEFAULT_SHELL, ins.args]
             if cmd == "CMD":
                 cfg["Cmd"] = argv
                 state.cmd_set = True
@@ -355,7 +356,7 @@ class Builder:
         if ins.cmd == "RUN":
             plan = self.plan_run(state, ins)
             key = chain_key(state.key, "RUN", plan["argv"], plan["env"], plan["mounts_key"],
-                            state.pending_dirs)
+                            ic.inner(state.config).get("WorkingDir"))
             history = self.run_history(state, plan["argv"])
         else:
             job, key_parts, history = self.plan_copy(state, ins)
@@ -498,6 +499,10 @@ class Builder:
         from rootless.build.run import cache_mount_dir, check_secret, launch_step
         from rootless.spec import Volume
 
+        workdir = ic.inner(state.config).get("WorkingDir")
+        if workdir and workdir != "/":
+            # the working directory exists when the command starts (buildah makes it then)
+            state.pending_dirs.append((workdir, ""))
         if state.pending_dirs:
             dirs = list(state.pending_dirs)
 

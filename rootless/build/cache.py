@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
+
 def chain_key(parent: str, *parts: Any) -> str:
     h = hashlib.sha256(parent.encode())
     h.update(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode())
