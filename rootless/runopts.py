@@ -91,6 +91,15 @@ OPTIONS: list[tuple[tuple[str, ...], str, str, str, str]] = [
     (("--help",), "help", "bool", "", "show this message and exit"),
 ]
 
+# The values of --log-level (rl run's and rl's own).
+LOG_LEVELS = ("debug", "info", "warning", "warn", "error")
+
+
+def check_log_level(level: str) -> None:
+    if level not in LOG_LEVELS:
+        raise UsageError(f'invalid --log-level "{level}": choose from {", ".join(LOG_LEVELS)}')
+
+
 _BY_NAME: dict[str, tuple[str, str]] = {}
 for _names, _dest, _kind, _meta, _help in OPTIONS:
     for _n in _names:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
-from rootless.errors import UsageError
-from rootless.runopts import ParsedRun
+from rootless.errors import UsageError, describe_oserror
+from rootless.runopts import ParsedRun, check_log_level
 from rootless.spec import RunSpec, Volume
 
 # typing is imported for annotations only: importing it costs ~4 ms of `rl run`'s start-up.
@@ -61,12 +61,18 @@ def build_run_spec(parsed: ParsedRun, settings: dict[str, Any] | None = None,
         raise UsageError(f"invalid --pull policy {fields['pull']!r}: use missing, always, never or newer")
     if fields.get("cgroups", "enabled") not in ("enabled", "best-effort", "disabled", "no-conmon", "split"):
         raise UsageError(f"invalid --cgroups mode {fields['cgroups']!r}: use enabled, best-effort or disabled")
-    if fields.get("log_level", "warning") not in ("debug", "info", "warning", "warn", "error"):
-        raise UsageError(f"invalid --log-level {fields['log_level']!r}")
-    if fields.get("detach") and fields.get("tty") and not fields.get("interactive"):
-        pass
+    check_log_level(fields.get("log_level", "warning"))
     if fields.get("name") is not None:
         check_name(fields["name"])
+    if fields.get("stop_signal") is not None:
+        check_stop_signal(fields["stop_signal"])
+    if fields.get("user") is not None:
+        check_user_ids(fields["user"])
+    for server in fields.get("dns", []):
+        if not is_ip_address(server):
+            raise UsageError(f'invalid --dns "{server}": not an IP address')
+    for entry in fields.get("add_hosts", []):
+        check_add_host(entry)
     from rootless.limits import parse_limits
 
     fields["limits"] = parse_limits(merged)
@@ -79,11 +85,68 @@ def build_run_spec(parsed: ParsedRun, settings: dict[str, Any] | None = None,
     return spec
 
 
+# A name becomes a file name in rl's state (names/NAME, locks/name-NAME), and Linux file
+# systems allow 255 bytes in one (NAME_MAX); the rest is room for the affixes rl's state puts
+# around it. podman has no limit of its own: its names live in a database.
+MAX_NAME_LENGTH = 200
+
+
 def check_name(name: str) -> None:
     import re
 
     if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name):
         raise UsageError(f"invalid container name {name!r}: names must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+    if len(name) > MAX_NAME_LENGTH:
+        raise UsageError(f"invalid --name: {len(name)} characters, at most {MAX_NAME_LENGTH} are allowed")
+
+
+def check_stop_signal(text: str) -> None:
+    """What `rl stop` sends first: a signal name (TERM, SIGTERM, sigterm, RTMIN+N) or number;
+    podman refuses anything else at create time ("invalid signal", "valid signals are 1
+    through 64")."""
+    from rootless.runtime.proc import parse_signal
+
+    try:
+        parse_signal(text)
+    except ValueError:
+        number = text.removeprefix("-")
+        why = "valid signals are 1 through 64" if number.isdigit() else "not a signal name"
+        raise UsageError(f'invalid --stop-signal "{text}": {why}') from None
+
+
+# podman's range for --user ids (its message, too): the kernel's uid_t is 32 bits, and ids
+# above 2^31-1 are refused by much of user space as negative numbers.
+MAX_ID = 2**31 - 1
+
+
+def check_user_ids(text: str) -> None:
+    """Numeric parts of USER[:GROUP] must be valid ids; names are resolved in the container."""
+    for part in text.split(":", 1):
+        number = part.removeprefix("-")
+        if number.isdigit() and (part.startswith("-") or int(number) > MAX_ID):
+            raise UsageError(f'invalid --user "{text}": uids and gids must be in range 0-{MAX_ID}')
+
+
+def is_ip_address(text: str) -> bool:
+    """An IPv4 or IPv6 address as podman reads one (Go's net.ParseIP): no zone (%eth0)."""
+    import ipaddress
+
+    if "%" in text:
+        return False
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_add_host(entry: str) -> None:
+    """NAME:IP; the IP may be IPv6 and hold colons itself."""
+    name, sep, address = entry.partition(":")
+    if not name or not sep:
+        raise UsageError(f'invalid --add-host "{entry}": expected NAME:IP')
+    if not is_ip_address(address):
+        raise UsageError(f'invalid --add-host "{entry}": "{address}" is not an IP address')
 
 
 def _split_kv(text: str, flag: str) -> tuple[str, str]:
@@ -98,19 +161,36 @@ def parse_env(env_files: list[str], env: list[str], environ: dict[str, str]) -> 
     dropped when the host has none); `NAME=` sets it empty."""
     out: list[tuple[str, str]] = []
     for path in env_files:
-        try:
-            with open(path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-        except OSError as exc:
-            raise UsageError(f"--env-file {path}: {exc.strerror}") from None
-        for line in lines:
-            stripped = line.strip()
-            if not stripped or stripped.startswith("#"):
-                continue
-            out.extend(_one_env(line.lstrip(), environ, f"--env-file {path}"))
+        for number, raw in enumerate(env_file_lines(path), 1):
+            raw = raw.lstrip(b" \t")
+            if not raw.strip() or raw.startswith(b"#"):
+                continue  # comments are skipped unread: only entries must be UTF-8
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UsageError(
+                    f"--env-file {path}, line {number}: not UTF-8 text "
+                    f"(byte {raw[exc.start]:#04x} at column {exc.start + 1})",
+                    hint="environment files are read as UTF-8; convert it (e.g. iconv -t UTF-8)") from None
+            out.extend(_one_env(line, environ, f"--env-file {path}, line {number}"))
     for item in env:
         out.extend(_one_env(item, environ, "-e"))
     return out
+
+
+def env_file_lines(path: str) -> list[bytes]:
+    """The file's lines as bytes: text that is not UTF-8 must become an error naming the line,
+    not a traceback. As podman's line scanner, a line ends at LF and loses one CR before it;
+    any other character (form feed, a lone CR) belongs to the line."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise UsageError(describe_oserror(f"read --env-file {path}", exc)) from None
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return [line[:-1] if line.endswith(b"\r") else line for line in lines]
 
 
 def _one_env(item: str, environ: dict[str, str], flag: str) -> list[tuple[str, str]]:
@@ -119,6 +199,10 @@ def _one_env(item: str, environ: dict[str, str], flag: str) -> list[tuple[str, s
         raise UsageError(f"invalid {flag} value {item!r}: the name is empty")
     if "\0" in item:
         raise UsageError(f"invalid {flag} value for {name}: contains a NUL byte")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in name):
+        # A value may span lines; a name with a newline or escape in it is a typing accident
+        # that no shell or program could use.
+        raise UsageError(f"invalid {flag} {item!r}: the name contains a control character")
     if sep:
         return [(name, value)]
     if name.endswith("*"):
@@ -143,7 +227,10 @@ def parse_volume(text: str) -> Volume:
     if not src.startswith(("/", ".", "~")):
         raise UsageError(f"named volume {src!r} is not supported",
                          hint="give a host path (absolute or starting with ./)")
-    src = os.path.abspath(os.path.expanduser(src))
+    try:
+        src = os.path.abspath(os.path.expanduser(src))
+    except OSError as exc:  # a relative path and a current directory that was removed
+        raise UsageError(describe_oserror(f"invalid -v {text!r}: the current directory", exc)) from None
     if not os.path.exists(src):
         raise UsageError(f"invalid volume {text!r}: {src}: no such file or directory",
                          hint="create the host directory first")

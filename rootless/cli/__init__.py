@@ -63,6 +63,9 @@ def build_app() -> typer.Typer:
                                            "tracebacks."),
     ) -> None:
         """rl runs OCI containers as an ordinary user: no daemon, no setuid code of its own."""
+        from rootless.runopts import check_log_level
+
+        check_log_level(log_level)
         ctx.obj = {"log_level": log_level}
 
     @app.command(

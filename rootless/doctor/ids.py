@@ -17,7 +17,7 @@ SUBGID_FILE = "/etc/subgid"
 
 
 def _files(host: Host) -> tuple[str, str]:
-    # The same variables rootless.runtime.userns honours, so the check sees what rl run sees.
+    # The same variables rootless.primitives.userns honours, so the check sees what rl run sees.
     return (host.env.get("RL_SUBUID_FILE", SUBUID_FILE),
             host.env.get("RL_SUBGID_FILE", SUBGID_FILE))
 

@@ -38,7 +38,7 @@ def check_kernel(host: Host) -> list[Check]:
 
 
 def check_userns_sysctls(host: Host) -> list[Check]:
-    from rootless.runtime.userns import diagnose_userns
+    from rootless.primitives.userns import diagnose_userns
 
     cause, fix = diagnose_userns(host.sysctl_root)
     if cause:

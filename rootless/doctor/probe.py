@@ -1,7 +1,7 @@
 """Real attempts, not guesses: create a user namespace, mount overlayfs with `userxattr`
 inside it, unshare time and cgroup namespaces, and map ids with newuidmap/newgidmap.
 
-Each attempt runs in a forked child through rootless.runtime.userns.run_in_userns, the same
+Each attempt runs in a forked child through rootless.primitives.userns.run_in_userns, the same
 path `rl run` takes, so a pass here means the launcher's first steps work too.
 """
 
@@ -24,7 +24,7 @@ def check_userns(host: Host) -> list[Check]:
     """userns (creation), overlay (userxattr inside it), namespaces (time, cgroup)."""
     import idmap
     from rootless.errors import RlError
-    from rootless.runtime.userns import run_in_userns
+    from rootless.primitives.userns import run_in_userns
 
     # The single-id map needs no helper, so this isolates the kernel's answer.
     mapping = idmap.plan_mapping(uid=host.uid, gid=host.gid, user=host.user, subuids=[],
@@ -139,7 +139,7 @@ def check_uidmap_works(host: Host, helpers: tuple[str, str], subuids: list[Any],
     """A real newuidmap/newgidmap call on a child that has just unshared its user namespace."""
     import idmap
     from rootless.errors import RlError
-    from rootless.runtime.userns import run_in_userns
+    from rootless.primitives.userns import run_in_userns
 
     mapping = idmap.plan_mapping(uid=host.uid, gid=host.gid, user=host.user, subuids=subuids,
                                  subgids=subgids, helpers_available=True)

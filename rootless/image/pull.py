@@ -222,7 +222,7 @@ def run_parallel(tasks: list[Callable[[], object]], workers: int) -> None:
 
     Called inside the namespace child, which is single-threaded, so fork is safe.
     """
-    from rootless.runtime.channel import error_message
+    from rootless.primitives.channel import error_message
 
     pending = list(enumerate(tasks))
     running: dict[int, int] = {}  # pid -> read end of its error pipe

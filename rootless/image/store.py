@@ -158,7 +158,7 @@ def _default_as_root(paths: Paths) -> AsRoot:
         if os.getuid() == 0:
             fn()  # real root: the image's owners are the host's ids
             return
-        from rootless.runtime.userns import run_in_userns
+        from rootless.primitives.userns import run_in_userns
 
         run_in_userns(fn, paths=paths, name=name)
 

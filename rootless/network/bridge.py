@@ -25,7 +25,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from rootless.runtime.channel import Channel
+    from rootless.primitives.channel import Channel
 
 # slirp4netns's alias of the host's loopback, reachable through the bridge namespace's route
 # when the network was created with --opt allow_host_loopback=true.
@@ -45,7 +45,7 @@ class BridgePlan(NetworkPlan):
         self.join_userns = f"/proc/{int(joined['keeper'])}/ns/user"
 
     def start(self, netns_pid: int, log: Any) -> None:
-        from rootless.runtime.channel import raise_error
+        from rootless.primitives.channel import raise_error
 
         assert self.conn is not None
         fd = os.open(f"/proc/{netns_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -78,7 +78,7 @@ class BridgePlan(NetworkPlan):
 def plan(mode: str, spec: Any, ports: list[Any], runtime_dir: str, hostname: str | None = None) -> BridgePlan:
     from rootless.network import ipam, netns_holder
     from rootless.paths import Paths
-    from rootless.runtime.channel import raise_error
+    from rootless.primitives.channel import raise_error
 
     del runtime_dir
     name, _, options = mode.partition(":")

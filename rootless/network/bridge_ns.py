@@ -33,7 +33,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, NoReturn
 
-    from rootless.runtime.channel import Channel
+    from rootless.primitives.channel import Channel
 
 BRIDGE = "br0"
 TAP = "tap0"
@@ -50,8 +50,8 @@ def write_sysctl(name: str, value: str) -> None:
 
 def keeper_main(chan: Channel, name: str, subnet: str, gateway: str, mapping: Any,
                 parent: int) -> NoReturn:
-    from rootless.runtime.channel import error_message
-    from rootless.runtime.userns import become_root, unshare_user
+    from rootless.primitives.channel import error_message
+    from rootless.primitives.userns import become_root, unshare_user
 
     step = "create the network's user namespace"
     try:
@@ -103,7 +103,7 @@ class Keeper:
         self.pending: dict[socket.socket, tuple[Any, bytes, float]] = {}
 
     def serve(self, chan: Channel) -> None:
-        from rootless.runtime.channel import error_message
+        from rootless.primitives.channel import error_message
 
         while True:
             rlist: list[Any] = [chan.fileno(), self.dns, *self.pending]

@@ -39,7 +39,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, NoReturn
 
-    from rootless.runtime.channel import Channel
+    from rootless.primitives.channel import Channel
 
 CONTROL = "ctl.sock"
 STATE = "state.json"
@@ -54,7 +54,7 @@ def state_dir(paths: Any, name: str) -> str:
 
 def connect(directory: str) -> Channel | None:
     """A channel to the running holder, or None when there is none (or a dead one's socket)."""
-    from rootless.runtime.channel import Channel
+    from rootless.primitives.channel import Channel
 
     try:
         dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -115,7 +115,7 @@ def start(paths: Any, definition: dict[str, Any], lock_fd: int) -> None:
         os.close(ready_r)
     msg = json.loads(data) if data else {"op": "error", "message": "the network's holder did not start"}
     if msg.get("op") != "ready":
-        from rootless.runtime.channel import raise_error
+        from rootless.primitives.channel import raise_error
 
         raise_error(msg)
 
@@ -123,7 +123,7 @@ def start(paths: Any, definition: dict[str, Any], lock_fd: int) -> None:
 def holder_main(directory: str, definition: dict[str, Any], definition_path: str,
                 ready_w: int) -> NoReturn:
     from rootless.kernel import libc
-    from rootless.runtime.channel import error_message
+    from rootless.primitives.channel import error_message
 
     step = "start the network's holder"
     try:
@@ -183,8 +183,8 @@ class Holder:
     # -- start ----------------------------------------------------------------------------
     def start(self) -> None:
         from rootless.network import bridge_ns, slirp
-        from rootless.runtime.channel import Channel, raise_error
-        from rootless.runtime.userns import apply_mapping, default_mapping
+        from rootless.primitives.channel import Channel, raise_error
+        from rootless.primitives.userns import apply_mapping, default_mapping
 
         d = self.definition
         mapping, helpers = default_mapping()
@@ -222,7 +222,7 @@ class Holder:
         self.write_state()
 
     def request_keeper(self, op: str, fd: int | None = None, **fields: Any) -> None:
-        from rootless.runtime.channel import raise_error
+        from rootless.primitives.channel import raise_error
 
         assert self.keeper is not None
         if fd is None:
@@ -262,7 +262,7 @@ class Holder:
                 return
 
     def on_message(self, m: Member) -> None:
-        from rootless.runtime.channel import error_message
+        from rootless.primitives.channel import error_message
 
         msg, fds = m.chan.recv_with_fds()
         try:
@@ -398,6 +398,6 @@ class Holder:
 
 
 def _channel(sock: socket.socket) -> Channel:
-    from rootless.runtime.channel import Channel
+    from rootless.primitives.channel import Channel
 
     return Channel(sock)

@@ -28,9 +28,9 @@ import sys
 from rootless.errors import CommandError, RlError, SetupError, describe_oserror
 from rootless.kernel import constants as k
 from rootless.kernel import libc
-from rootless.runtime.channel import Channel, error_message
+from rootless.primitives.channel import Channel, error_message
+from rootless.primitives.mounts import MountFailure, MountOp, apply_plan, remount_bind
 from rootless.runtime.flatten import flatten_layers
-from rootless.runtime.mounts import MountFailure, MountOp, apply_plan, remount_bind
 from rootless.runtime.proc import close_fds_except
 from rootless.runtime.users import resolve_user
 

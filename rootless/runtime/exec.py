@@ -30,8 +30,8 @@ from rootless.errors import CommandError, SetupError, StateError, describe_oserr
 from rootless.fileio import read_or_empty
 from rootless.kernel import constants as k
 from rootless.kernel import libc
+from rootless.primitives.channel import Channel, error_message, raise_error
 from rootless.runtime import container as container_mod
-from rootless.runtime.channel import Channel, error_message, raise_error
 from rootless.runtime.proc import FORWARDED, close_fds_except, exit_code_of
 from rootless.runtime.state import Container, alive
 from rootless.runtime.tty import RawMode, copy_chunk, set_window_size, window_size

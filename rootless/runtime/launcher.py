@@ -37,7 +37,8 @@ from rootless.fileio import read_or_empty
 from rootless.kernel import constants as k
 from rootless.kernel import libc
 from rootless.paths import Paths
-from rootless.runtime.channel import Channel, error_message, raise_error
+from rootless.primitives.channel import Channel, error_message, raise_error
+from rootless.primitives.userns import apply_mapping, become_root, default_mapping, unshare_user
 from rootless.runtime.container import DEFAULT_PATH, ContainerSetup, container_main
 from rootless.runtime.mounts import plan_mounts
 from rootless.runtime.proc import FORWARDED
@@ -48,7 +49,6 @@ from rootless.runtime.storage import (
     new_container_id,
     remove_tree_as_root,
 )
-from rootless.runtime.userns import apply_mapping, become_root, default_mapping, unshare_user
 from rootless.spec import RunSpec
 
 # typing is imported for annotations only: importing it costs ~4 ms of `rl run`'s start-up.
@@ -652,7 +652,7 @@ def cleanup(p: Prepared, log: Log, exit_code: int | None) -> None:
         return
     # Files of subordinate ids remain (the helper could not finish): remove them as root of
     # a new user namespace with the same mapping.
-    from rootless.runtime.userns import run_in_userns
+    from rootless.primitives.userns import run_in_userns
 
     root = p.dirs.root
     try:

@@ -141,7 +141,7 @@ def load(data_dir: Path, opts: list[str]) -> list[tuple[str, bytes]]:
 
 def tmpfs_op(secrets: list[tuple[str, bytes]]) -> Any:
     """The mount of the private tmpfs that holds the secrets (size: their pages + one)."""
-    from rootless.runtime.mounts import MountOp
+    from rootless.primitives.mounts import MountOp
 
     pages = sum((len(data) + 4095) // 4096 for _, data in secrets) + 1
     return MountOp("mount", SECRETS_DIR, "tmpfs", "tmpfs",

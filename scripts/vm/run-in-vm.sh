@@ -8,7 +8,9 @@
 # Python it runs under, a tmpfs home, and the cgroup user.slice/user-UID.slice/user@UID.service
 # delegated to it. The job's stdout and stderr come back on ours; its exit status comes back
 # through a file in a shared directory (the UML process's own status says nothing about it).
-# Needs Debian's user-mode-linux and kmod (and uidmap for rl's subordinate ids).
+# Needs Debian's user-mode-linux and kmod (and uidmap for rl's subordinate ids), and a C compiler
+# for uml-xstate.c (the shim that lets UML 6.1 run where the host's XSAVE area is larger than
+# UML's buffer, as with AMX; elsewhere it changes nothing).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -30,6 +32,11 @@ if [ -z "$kernel" ]; then
     echo "run-in-vm: linux.uml not found; install it: apt-get install user-mode-linux kmod uidmap" >&2
     exit 125
 fi
+cc=${CC:-$(command -v cc || command -v gcc || true)}
+if [ -z "$cc" ]; then
+    echo "run-in-vm: no C compiler for uml-xstate.c; install one: apt-get install gcc libc6-dev" >&2
+    exit 125
+fi
 
 # The job's directory must be a path the guest can mount over hostfs; not under /tmp, /var/tmp,
 # /run or /home, which the guest covers with tmpfs.
@@ -39,6 +46,9 @@ chmod 0755 "$dir"
 trap 'rm -rf "$dir"' EXIT INT TERM
 printf '%s\n' "$*" > "$dir/job.sh"
 chmod 0644 "$dir/job.sh"
+# Built for every run (a fraction of a second) so that it always matches its source.
+"$cc" -shared -fPIC -O2 -o "$dir/uml-xstate.so" "$here/uml-xstate.c" ||
+    { echo "run-in-vm: cannot build $here/uml-xstate.c" >&2; exit 125; }
 
 # The Python that runs the job: the venv of the current interpreter (or $RL_VM_VENV), with the
 # interpreter it was made from, both exposed read-only at their own paths.
@@ -61,7 +71,7 @@ if command -v taskset >/dev/null 2>&1; then pin="taskset -c ${RL_VM_CPU:-0}"; fi
 # con0 (the console: kernel messages) goes to a log; tty1 and tty2 are the job's stdout and
 # stderr, on our fds 1 and 3 (each channel needs its own host fd).
 # shellcheck disable=SC2086
-TMPDIR=$base $pin "$kernel" mem="$mem" rootfstype=hostfs rootflags=/ ro \
+TMPDIR=$base LD_PRELOAD="$dir/uml-xstate.so" $pin "$kernel" mem="$mem" rootfstype=hostfs rootflags=/ ro \
     init="$here/init.sh" con=null con0=null,fd:4 con1=null,fd:1 con2=null,fd:3 quiet \
     RL_VM_DIR="$dir" RL_VM_USER="$user" RL_VM_CWD="$cwd" RL_VM_MOUNTS="$mounts" \
     RL_VM_PATH="$vpath" RL_VM_CI="${CI:-}" \

@@ -98,7 +98,7 @@ def test_nonroot_owners_and_config(registry, paths):
     if os.getuid() == 0:
         assert st.st_uid == 1000
     else:
-        from rootless.runtime.userns import default_mapping
+        from rootless.primitives.userns import default_mapping
 
         mapping, _ = default_mapping()
         assert st.st_uid == mapping.container_uid_to_host(1000)

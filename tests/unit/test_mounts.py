@@ -7,7 +7,8 @@ import os
 import pytest
 
 from rootless.kernel import constants as k
-from rootless.runtime.mounts import apply_plan, plan_mounts, secure_join
+from rootless.primitives.mounts import apply_plan, secure_join
+from rootless.runtime.mounts import plan_mounts
 from rootless.spec import Volume
 
 

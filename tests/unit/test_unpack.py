@@ -35,7 +35,7 @@ def unpack(data: bytes, dest: Path, compression: str = "none", diff_id: str | No
     dest.mkdir(parents=True, exist_ok=True)
     if ROOT:
         return unpack_layer(io.BytesIO(data), compression, dest, diff_id).notices
-    from rootless.runtime.userns import run_in_userns
+    from rootless.primitives.userns import run_in_userns
 
     out = dest.parent / (dest.name + ".result")
 
@@ -114,7 +114,7 @@ def test_owners_land_on_mapped_ids(tmp_path):
     if ROOT:
         assert (st.st_uid, st.st_gid) == (33, 33)
     else:
-        from rootless.runtime.userns import default_mapping
+        from rootless.primitives.userns import default_mapping
 
         mapping, _ = default_mapping()
         if mapping.mode == "single":

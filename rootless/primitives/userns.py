@@ -24,7 +24,7 @@ from collections.abc import Callable
 from rootless.errors import RlError, SetupError, describe_oserror
 from rootless.kernel import constants as k
 from rootless.kernel import libc
-from rootless.runtime.channel import Channel, error_message, raise_error
+from rootless.primitives.channel import Channel, error_message, raise_error
 
 # typing is imported for annotations only: importing it costs ~4 ms of `rl run`'s start-up.
 TYPE_CHECKING = False
