@@ -25,13 +25,13 @@ class Sandbox:
     """Runs functions as root in the build's user namespace (one id mapping per build)."""
 
     def __init__(self) -> None:
-        from rootless.runtime.userns import default_mapping
+        from rootless.primitives.userns import default_mapping
 
         self.mapping, self.helpers = default_mapping()
 
     def as_root(self, fn: Callable[[], Any], name: str = "rl:[build]", *,
                 mount_ns: bool = True) -> Any:
-        from rootless.runtime.userns import run_in_userns
+        from rootless.primitives.userns import run_in_userns
 
         r, w = os.pipe()
 
