@@ -29,13 +29,25 @@ CASES = [
     Case("cmd-shell", "FROM BASE\nCMD echo hi $HOME\n"),
     Case("entrypoint", 'FROM BASE\nCMD ["x"]\nENTRYPOINT ["/bin/echo"]\n'),
     Case("entrypoint-then-cmd", 'FROM BASE\nENTRYPOINT ["/bin/echo"]\nCMD ["y"]\n'),
-    Case("workdir", "FROM BASE\nWORKDIR /a\nWORKDIR b\nWORKDIR ../c\nRUN pwd > /pwd\n"),
-    Case("workdir-only", "FROM BASE\nWORKDIR /made/by/workdir\n"),
+    Case("workdir", "FROM BASE\nWORKDIR /a\nWORKDIR b\nWORKDIR ../c\nRUN pwd > /pwd\n",
+         buildah_containerfile="FROM BASE\nRUN mkdir -p /a/b\nWORKDIR /a\nWORKDIR b\n"
+                               "WORKDIR ../c\nRUN pwd > /pwd\n"),
+    # Docker makes a WORKDIR's directory even when nothing uses it; buildah 1.28 does not
+    Case("workdir-only", "FROM BASE\nWORKDIR /made/by/workdir\n",
+         buildah_containerfile="FROM BASE\nRUN mkdir -p /made/by/workdir\n"
+                               "WORKDIR /made/by/workdir\n"),
+    Case("workdir-then-copy", "FROM BASE\nWORKDIR /app\nENV X=1\nWORKDIR /srv/data\n"
+                              "COPY a.txt /elsewhere/\nWORKDIR /etc\n", {"a.txt": "a"},
+         buildah_containerfile="FROM BASE\nRUN mkdir -p /app /srv/data\nWORKDIR /app\nENV X=1\n"
+                               "WORKDIR /srv/data\nCOPY a.txt /elsewhere/\nWORKDIR /etc\n"),
     Case("user", "FROM BASE\nUSER 1000:1000\nRUN id > /tmp/id || true\n"),
     Case("expose", "FROM BASE\nEXPOSE 80 53/udp 8080/tcp\n"),
     Case("volume", 'FROM BASE\nVOLUME ["/data", "/logs"]\nVOLUME /plain /two\n'),
     Case("stopsignal", "FROM BASE\nSTOPSIGNAL SIGINT\n"),
-    Case("shell", 'FROM BASE\nSHELL ["/bin/sh", "-ec"]\nRUN echo $0 > /shell\nCMD echo x\n'),
+    Case("shell", 'FROM BASE\nSHELL ["/bin/sh", "-ec"]\nRUN echo $0 > /shell\nCMD echo x\n',
+         # buildah 1.28 ignores SHELL for a shell-form CMD (openshift/imagebuilder#154)
+         buildah_containerfile='FROM BASE\nSHELL ["/bin/sh", "-ec"]\nRUN echo $0 > /shell\n'
+                               'CMD ["/bin/sh", "-ec", "echo x"]\n'),
     Case("healthcheck", 'FROM BASE\nHEALTHCHECK --interval=5s --retries=2 CMD ["true"]\n'),
     Case("onbuild", "FROM BASE\nONBUILD RUN echo triggered > /onbuild\n"),
     Case("arg-default", "FROM BASE\nARG V=dflt\nRUN echo $V > /v\nENV FROM_ARG=$V\n"),
@@ -105,5 +117,7 @@ CASES = [
     Case("squash", "FROM BASE\nRUN echo 1 > /one\nRUN rm /one && echo 2 > /two\n",
          flags=["--squash"]),
     Case("maintainer-user-workdir", "FROM BASE\nMAINTAINER someone\nUSER user\nWORKDIR /home/u\n"
-                                    "CMD sh\n"),
+                                    "CMD sh\n",
+         buildah_containerfile="FROM BASE\nMAINTAINER someone\nRUN mkdir -p /home/u\nUSER user\n"
+                               "WORKDIR /home/u\nCMD sh\n"),
 ]

@@ -70,6 +70,8 @@ class StageState:
     shell: list[str]
     work: Any = None  # WorkTree with pending changes, or None
     pending_dirs: list[tuple[str, str]] = field(default_factory=list)  # (WORKDIR, owner)
+    # mount points the RUNs since the last commit may have left in the upper directory
+    mount_points: list[str] = field(default_factory=list)
     cmd_set: bool = False
 
     def links(self, store: Any) -> list[str]:
@@ -297,10 +299,15 @@ class Builder:
                 path = posixpath.join(cfg.get("WorkingDir") or "/", path)
             path = posixpath.normpath(path)
             cfg["WorkingDir"] = path
+            # Docker: "If the WORKDIR doesn't exist, it will be created even if it's not used
+            # in any subsequent Dockerfile instruction": with the next RUN/COPY/ADD, or alone
+            # at the end of the stage (workdir_layer)
+            if path != "/" and (path, "") not in state.pending_dirs:
+                state.pending_dirs.append((path, ""))
         elif cmd in ("CMD", "ENTRYPOINT"):
-            # buildah (the reference here) runs shell-form CMD/ENTRYPOINT with /bin/sh -c
-            # whatever SHELL says; Docker would use SHELL (docs/build.md)
-            argv = ins.json if ins.json is not None else [*ic.DEFAULT_SHELL, ins.args]
+            # Docker: SHELL applies to the shell form of RUN, CMD and ENTRYPOINT (buildah
+            # 1.28 keeps /bin/sh -c here: openshift/imagebuilder#154, docs/build.md)
+            argv = ins.json if ins.json is not None else [*state.shell, ins.args]
             if cmd == "CMD":
                 cfg["Cmd"] = argv
                 state.cmd_set = True
@@ -372,13 +379,13 @@ class Builder:
         work = self.worktree(state)
         if ins.cmd == "RUN":
             self.run_step(state, ins, plan, work)
+            state.mount_points += [p for p in plan["mount_points"] if p not in state.mount_points]
         else:
             self.copy_step(state, ins, job, work)
         state.key = key
         if self.opts.layers and not self.opts.squash:
             created = self.now()
-            layer = self.commit_tree(state, work, ins.cmd == "RUN",
-                                     plan["mount_points"] if ins.cmd == "RUN" else [])
+            layer = self.commit_tree(state, work)
             self.add_layer(state, layer["diff_id"], layer["descriptor"], created, history)
             if self.use_cache or self.opts.no_cache:
                 self.cache.put(key, {"created": created, "diff_id": layer["diff_id"],
@@ -411,27 +418,20 @@ class Builder:
     def flush(self, state: StageState, why: str) -> None:
         """At the end of a stage: pending WORKDIRs and --layers=false changes become a layer."""
         if state.pending_dirs and state.work is None:
-            self.worktree(state)
+            self.workdir_layer(state)
+            return
         if state.work is None:
             return
         work = state.work
         if state.pending_dirs:
-            dirs = list(state.pending_dirs)
-            merged = work.dirs.merged
-
-            def mkdirs() -> None:
-                work.mount()
-                _make_workdirs(merged, dirs)
-
-            self.get_sandbox().as_root(mkdirs)
-            state.pending_dirs.clear()
+            self.make_pending_dirs(state, work)
         from rootless.build.worktree import upper_is_empty
 
         if upper_is_empty(work.dirs.upper):
             state.work = None
             return
         pending = [h for h in state.config.get("history", []) if h.pop("rl_pending", False)]
-        layer = self.commit_tree(state, work, False, [])
+        layer = self.commit_tree(state, work)
         history = pending[-1] if pending else None
         state.layers.append({"diff_id": layer["diff_id"], "descriptor": layer["descriptor"]})
         ic.add_layer(state.config, layer["diff_id"])
@@ -440,9 +440,56 @@ class Builder:
         else:
             ic.add_history(state.config, self.now(), ic.nop("WORKDIR"), False)
 
-    def commit_tree(self, state: StageState, work: Any, after_run: bool,
-                    mount_points: list[str]) -> dict[str, Any]:
-        """Pack the work tree's upper directory into a layer and move it into the store."""
+    def make_pending_dirs(self, state: StageState, work: Any) -> None:
+        dirs = list(state.pending_dirs)
+        state.pending_dirs.clear()
+
+        def mkdirs() -> None:
+            work.mount()
+            _make_workdirs(work.dirs.merged, dirs)
+
+        self.get_sandbox().as_root(mkdirs)
+
+    def workdir_layer(self, state: StageState) -> None:
+        """WORKDIRs that no RUN, COPY or ADD followed: Docker makes the directory anyway
+        ("created even if it's not used"), as a layer of its own; cached like other steps."""
+        key = chain_key(state.key, "WORKDIR", state.pending_dirs)
+        history = next((h for h in reversed(state.config.get("history", []))
+                        if h.get("created_by", "").startswith(ic.nop("WORKDIR "))), None)
+        record = self.cache.get(key) if self.use_cache else None
+        if record is not None and (not record.get("diff_id") or (
+                self.store.has_layer(record["diff_id"])
+                and self.store.has_blob(record["layer"]["digest"]))):
+            state.pending_dirs.clear()
+            layer = record.get("layer")
+        else:
+            work = self.worktree(state)
+            self.make_pending_dirs(state, work)
+            from rootless.build.worktree import upper_is_empty
+
+            layer = None
+            if not upper_is_empty(work.dirs.upper):
+                made = self.commit_tree(state, work)
+                layer = made["descriptor"]
+                record = {"created": self.now(), "layer": layer, "diff_id": made["diff_id"]}
+            else:
+                state.work = None
+                record = {"created": self.now()}
+            if self.use_cache or self.opts.no_cache:
+                self.cache.put(key, record)
+        state.key = key
+        if layer is None:
+            return  # the directories were there already
+        state.layers.append({"diff_id": record["diff_id"], "descriptor": layer})
+        ic.add_layer(state.config, record["diff_id"])
+        if history is not None:
+            history.pop("empty_layer", None)
+        else:
+            ic.add_history(state.config, record["created"], ic.nop("WORKDIR"), False)
+
+    def commit_tree(self, state: StageState, work: Any) -> dict[str, Any]:
+        """Pack the work tree's upper directory into a layer and move it into the store,
+        without the mount points the RUNs since the last commit left there."""
         from rootless.build.layer import pack_layer
         from rootless.image.unpack import remove_tree
 
@@ -452,10 +499,11 @@ class Builder:
         layers_dir = self.paths.layers_dir
         lowers = [os.path.join(layers_dir, link) for link in work.lowers]
         fmt, epoch = self.opts.compression, self.epoch
+        mount_points = list(state.mount_points)
+        state.mount_points.clear()
 
         def commit() -> dict[str, Any]:
-            if after_run:
-                _remove_mount_points(upper, lowers, mount_points)
+            _remove_mount_points(upper, lowers, mount_points)
             blob = pack_layer(upper, tmp, fmt=fmt, epoch=epoch)
             store.adopt_blob(tmp, blob.digest)
             store.add_layer(blob.diff_id, upper, blob.tar_size)
@@ -504,14 +552,7 @@ class Builder:
             # the working directory exists when the command starts (buildah makes it then)
             state.pending_dirs.append((workdir, ""))
         if state.pending_dirs:
-            dirs = list(state.pending_dirs)
-
-            def mkdirs() -> None:
-                work.mount()
-                _make_workdirs(work.dirs.merged, dirs)
-
-            self.get_sandbox().as_root(mkdirs)
-            state.pending_dirs.clear()
+            self.make_pending_dirs(state, work)
         volumes = []
         for m in plan["mounts"]:
             if m.kind == "cache":
@@ -554,7 +595,7 @@ class Builder:
                             "COPY --from the stage instead")
         if self.opts.context is None:
             raise ins.error("--mount=type=bind needs a build context")
-        from rootless.runtime.mounts import secure_join
+        from rootless.primitives.mounts import secure_join
 
         return secure_join(os.path.abspath(self.opts.context), m.source or "/")
 
@@ -636,7 +677,7 @@ class Builder:
 
     def hash_sources(self, root: str, sources: list[str]) -> str:
         matcher = self.matcher()
-        from rootless.runtime.mounts import secure_join
+        from rootless.primitives.mounts import secure_join
 
         pairs = [(rel, secure_join(root, rel) if rel else root) for rel in sources]
         return hash_tree(pairs, (lambda rel: matcher.excluded(rel)) if matcher else None)
@@ -812,7 +853,7 @@ def _duration_ns(text: str, ins: Instruction) -> int:
 
 def _make_workdirs(merged: str, dirs: list[tuple[str, str]]) -> None:
     """WORKDIR creates its directory (root-owned 0755, as buildah does) when missing."""
-    from rootless.runtime.mounts import secure_join
+    from rootless.primitives.mounts import secure_join
 
     for path, _owner in dirs:
         host = secure_join(merged, path)

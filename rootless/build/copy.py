@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from rootless.build.errors import BuildError
 from rootless.build.ignore import Matcher, compile_pattern
-from rootless.runtime.mounts import secure_join
+from rootless.primitives.mounts import secure_join
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 

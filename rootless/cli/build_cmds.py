@@ -353,7 +353,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create an image from a container's changes."""
         from rootless.build.commit import commit_container
-        from rootless.cli.container_cmds import resolve
+        from rootless.runtime.control import resolve
 
         paths = _paths()
         c = resolve(paths, container)

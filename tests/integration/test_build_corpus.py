@@ -6,7 +6,7 @@ by entry: type, mode, owner, content, symlink target, hard-link groups. Config f
 Env, Cmd, Entrypoint, WorkingDir, User, ExposedPorts, Volumes, Labels, StopSignal.
 Differences that are choices are listed in docs/build.md and filtered here by name.
 
-buildah runs once per Containerfile, in a session fixture, with its own storage.
+buildah builds each Containerfile once per session (Corpus.result), with its own storage.
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ CONFIG_FIELDS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts
                  "Labels", "StopSignal")
 # buildah stamps its version on every image (docs/build.md)
 IGNORED_LABELS = {"io.buildah.version"}
-# buildah leaves the empty files it bind-mounted over during RUN in the image (mode 0755);
-# rl removes the mount points it made (docs/build.md)
-BUILDAH_MOUNT_POINTS = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
+# buildah leaves the empty files it bind-mounted over during RUN in the image (mode 0755), and
+# the empty /run/secrets a secret mount needed; rl removes the mount points it made, as
+# BuildKit does (docs/build.md)
+BUILDAH_MOUNT_POINTS = ("etc/hostname", "etc/hosts", "etc/resolv.conf", "run/secrets")
 
 
 def write_context(case: Case, root: Path, secret: Path) -> None:
@@ -79,16 +80,16 @@ def flatten(layout: Path) -> tuple[dict[str, Any], dict[str, tuple], list[frozen
         with tarfile.open(blob(layer["digest"]), "r:*") as tar:
             members = tar.getmembers()
             for m in members:
-                name = os.path.normpath(m.name.lstrip("./") or ".").lstrip("/")
+                name = _clean(m.name)
                 base = os.path.basename(name)
                 parent = os.path.dirname(name)
                 if base == ".wh..wh..opq":
                     prefix = parent + "/"
                     for p in [p for p in tree if p.startswith(prefix)]:
-                        if not any(os.path.normpath(x.name.lstrip("./")) == p for x in members):
+                        if not any(_clean(x.name) == p for x in members):
                             del tree[p]
             for m in members:
-                name = os.path.normpath(m.name.lstrip("./") or ".").lstrip("/")
+                name = _clean(m.name)
                 base = os.path.basename(name)
                 parent = os.path.dirname(name)
                 if base == ".wh..wh..opq" or name in ("", "."):
@@ -103,7 +104,7 @@ def flatten(layout: Path) -> tuple[dict[str, Any], dict[str, tuple], list[frozen
                 elif m.issym():
                     entry = ("symlink", m.linkname, m.uid, m.gid)
                 elif m.islnk():
-                    target = os.path.normpath(m.linkname.lstrip("./")).lstrip("/")
+                    target = _clean(m.linkname)
                     entry = tree[target]
                     links[name] = links.get(target, target)
                 elif m.isfile():
@@ -123,6 +124,19 @@ def flatten(layout: Path) -> tuple[dict[str, Any], dict[str, tuple], list[frozen
     for name, first in links.items():
         groups.setdefault(first, {first}).add(name)
     return config, tree, sorted((frozenset(g) for g in groups.values()), key=sorted)
+
+
+def is_empty(tree: dict[str, tuple], path: str) -> bool:
+    """An empty file, or a directory with nothing below it."""
+    if tree[path][0] == "dir":
+        return not any(p.startswith(path + "/") for p in tree)
+    return tree[path][0] == "file" and tree[path][-1] == EMPTY
+
+
+def _clean(name: str) -> str:
+    """A member name as a path relative to the root ("./a/b", "/a/b", "a/b" → "a/b"); not
+    lstrip("./"), which would eat the dot of a top-level ".wh.NAME"."""
+    return os.path.normpath("/" + name).lstrip("/")
 
 
 def config_fields(config: dict[str, Any]) -> dict[str, Any]:
@@ -175,6 +189,12 @@ class Corpus:
         assert r.returncode == 0, r.stderr
         return layout
 
+    def result(self, case: Case) -> Path:
+        """buildah's image of the case, built once per session (when a test first asks)."""
+        if case.name not in self.results:
+            self.results[case.name] = self.build_buildah(case)
+        return self.results[case.name]
+
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory, test_registry: Any) -> Corpus:
@@ -184,10 +204,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, test_registry: Any) -> Corp
     handler = lambda *a, **kw: _Quiet(*a, directory=str(work / "www"), **kw)  # noqa: E731
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    c = Corpus(work, test_registry.url_host, f"http://127.0.0.1:{server.server_address[1]}")
-    for case in CASES:
-        c.results[case.name] = c.build_buildah(case)
-    return c
+    return Corpus(work, test_registry.url_host, f"http://127.0.0.1:{server.server_address[1]}")
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -208,11 +225,11 @@ def test_same_as_buildah(case: Case, corpus: Corpus, rl: RlRunner) -> None:
     r = rl("push", f"corpus-{case.name}", f"oci:{layout}")
     assert r.returncode == 0, r.stderr
     rl_config, rl_tree, rl_links = flatten(layout)
-    bh_config, bh_tree, bh_links = flatten(corpus.results[case.name])
+    bh_config, bh_tree, bh_links = flatten(corpus.result(case))
     assert config_fields(rl_config) == config_fields(bh_config)
     only_rl = {p: rl_tree[p] for p in rl_tree if p not in bh_tree}
     only_bh = {p: bh_tree[p] for p in bh_tree if p not in rl_tree
-               and not (p in BUILDAH_MOUNT_POINTS and bh_tree[p][-1] == EMPTY)}
+               and not (p in BUILDAH_MOUNT_POINTS and is_empty(bh_tree, p))}
     differ = {p: (rl_tree[p], bh_tree[p]) for p in rl_tree if p in bh_tree
               and rl_tree[p] != bh_tree[p]}
     assert (only_rl, only_bh, differ) == ({}, {}, {})
