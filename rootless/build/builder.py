@@ -587,7 +587,7 @@ class Builder:
         if code != 0:
             raise BuildError(
                 f"building at STEP \"{ins.original}\": while running runtime: exit status {code}",
-                ins.file, ins.line, exit_code=code if code < 125 else None)
+                ins.file, ins.line, exit_code=code)  # podman exits with the RUN's status
 
     def bind_source(self, state: StageState, ins: Instruction, m: Any) -> str:
         if m.from_ref:
@@ -861,22 +861,33 @@ def _make_workdirs(merged: str, dirs: list[tuple[str, str]]) -> None:
             os.makedirs(host, 0o755, exist_ok=True)
 
 
-def _remove_mount_points(upper: str, lowers: list[str], targets: list[str]) -> None:
-    """Remove the empty files and directories the launcher made as mount points, unless the
-    image had them (then they are a copy-up and belong to the layer)."""
+def mount_point_leftovers(upper: str, lowers: list[str], targets: list[str]) -> list[str]:
+    """The empty files and directories the launcher made in upper as mount points (relative
+    paths, children before their parents), except those the image had: then they are a
+    copy-up and belong to the layer."""
+    found: list[str] = []
     for target in targets:
         rel = target.strip("/")
-        while rel:
+        while rel and rel not in found:
             path = os.path.join(upper, rel)
             in_lower = any(os.path.lexists(os.path.join(lower, rel)) for lower in lowers)
             if in_lower or not os.path.lexists(path) or os.path.islink(path):
                 break
             if os.path.isdir(path):
-                if os.listdir(path):
+                if any(f"{rel}/{name}" not in found for name in os.listdir(path)):
                     break
-                os.rmdir(path)
-            elif os.path.getsize(path) == 0:
-                os.unlink(path)
-            else:
+            elif os.path.getsize(path) != 0:
                 break
+            found.append(rel)
             rel = os.path.dirname(rel)
+    return found
+
+
+def _remove_mount_points(upper: str, lowers: list[str], targets: list[str]) -> None:
+    """Remove the launcher's mount points from an upper directory that becomes a layer."""
+    for rel in mount_point_leftovers(upper, lowers, targets):
+        path = os.path.join(upper, rel)
+        if os.path.isdir(path):
+            os.rmdir(path)
+        else:
+            os.unlink(path)

@@ -1,7 +1,7 @@
 """`rl commit CONTAINER [IMAGE]`: a container's upper directory as a new layer on its image.
 
 The upper directory is packed as a build step's is (rootless.build.layer, in the user
-namespace, whiteouts converted), without the files rl created as mount points; the blob is
+namespace, whiteouts converted), skipping the files rl created as mount points; the blob is
 then unpacked into a layer of its own, so the container keeps its storage untouched. --change
 takes the Dockerfile instructions podman accepts there (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL,
 ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR), applied as a build would apply them.
@@ -24,7 +24,7 @@ MOUNT_POINTS = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/proc", "/sy
 def commit_container(paths: Any, container: Any, name: str | None, changes: list[str],
                      message: str | None, author: str | None) -> Any:
     from rootless.build.args import ArgScope
-    from rootless.build.builder import Builder, BuildOptions, StageState, _remove_mount_points
+    from rootless.build.builder import Builder, BuildOptions, StageState, mount_point_leftovers
     from rootless.build.layer import pack_layer
     from rootless.build.parser import parse_instruction
     from rootless.image.pull import LayerJob, unpack_layers
@@ -55,10 +55,10 @@ def commit_container(paths: Any, container: Any, name: str | None, changes: list
     tmp = os.path.join(paths.data_dir, "tmp", f"commit-{os.urandom(6).hex()}")
 
     def pack() -> dict[str, Any]:
-        # the mount points must not become part of the image: pack a copy-free view by
-        # removing them only when the image lacked them (they are empty files then)
-        _remove_mount_points(upper, lowers, list(MOUNT_POINTS))
-        blob = pack_layer(upper, tmp)
+        # the mount points rl run made must not become part of the image; they stay in the
+        # container's own upper directory, which commit leaves as it is
+        skip = mount_point_leftovers(upper, lowers, list(MOUNT_POINTS))
+        blob = pack_layer(upper, tmp, skip=set(skip))
         store.adopt_blob(tmp, blob.digest)
         return {"diff_id": blob.diff_id, "descriptor": blob.descriptor(),
                 "tar_size": blob.tar_size}

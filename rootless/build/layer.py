@@ -102,13 +102,17 @@ def _is_opaque(path: str) -> bool:
         return False
 
 
-def write_tar(root: str, out: IO[bytes], *, epoch: int | None = None) -> tuple[str, int]:
-    """Write root's tree as a layer tar to out; returns (diff_id, bytes written)."""
+def write_tar(root: str, out: IO[bytes], *, epoch: int | None = None,
+              skip: set[str] | None = None) -> tuple[str, int]:
+    """Write root's tree as a layer tar to out, without the relative paths in skip;
+    returns (diff_id, bytes written)."""
     writer = _HashWriter(out)
     links: dict[tuple[int, int], str] = {}
     with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
                       bufsize=CHUNK, encoding="utf-8", errors="surrogateescape") as tar:
         for rel, st in walk(root):
+            if skip and rel in skip:
+                continue
             path = os.path.join(root, rel)
             info = tarfile.TarInfo(rel)
             info.uid, info.gid = st.st_uid, st.st_gid
@@ -207,7 +211,7 @@ def media_type(fmt: str) -> str:
 
 
 def pack_layer(root: str, blob_path: str, *, fmt: str = "gzip", epoch: int | None = None,
-               level: int | None = None) -> LayerBlob:
+               level: int | None = None, skip: set[str] | None = None) -> LayerBlob:
     """Tar root (a forked writer) and compress it into blob_path (this process).
 
     Call from a single-threaded process (it forks). Raises OSError/RuntimeError on failure.
@@ -226,7 +230,7 @@ def pack_layer(root: str, blob_path: str, *, fmt: str = "gzip", epoch: int | Non
             os.close(r)
             os.close(rr)
             with os.fdopen(w, "wb", buffering=CHUNK) as pipe:
-                diff_id, size = write_tar(root, pipe, epoch=epoch)
+                diff_id, size = write_tar(root, pipe, epoch=epoch, skip=skip)
             os.write(rw, json.dumps({"diff_id": diff_id, "size": size}).encode())
         except BaseException as exc:  # noqa: BLE001 - reported to the parent
             os.write(rw, json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())

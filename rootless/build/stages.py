@@ -7,7 +7,8 @@
 Only the target and the stages it needs are built (podman's --skip-unused-stages default).
 Everything here is decided from the text and the build args alone, before anything runs, so
 a missing target, a stage that refers to itself or a later stage by number, a blank base
-name or a source outside the context fails with its file and line at once.
+name, a source outside the context, a COPY without a destination or a RUN --mount of an
+unknown type fails with its file and line at once.
 """
 
 from __future__ import annotations
@@ -166,6 +167,15 @@ def _dependencies(graph: StageGraph, stage: Stage, lexer: Lexer, build_args: dic
                 stage.deps.add(found.index)
             elif ref.lower() == stage.name:
                 raise ins.error(f"stage {ref!r} cannot copy from itself")
+        if ins.cmd == "RUN":
+            from rootless.build.run import parse_mounts
+
+            parse_mounts(ins)  # an unknown mount type or a missing target fails now
+        if ins.cmd in ("COPY", "ADD"):
+            words = ins.json if ins.json is not None else split_unquoted(ins.args, lexer.escape)
+            if len(words) < 2 and not ins.heredocs:
+                raise ins.error(f"{ins.cmd} requires at least two arguments, but only one was "
+                                "provided. Destination could not be determined")
         if ins.cmd in ("COPY", "ADD") and not ins.flag("from"):
             _check_sources(ins, lexer, env, context)
 

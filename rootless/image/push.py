@@ -3,8 +3,8 @@ directory (`oci:DIR[:TAG]`) or a docker-archive (`docker-archive:FILE`).
 
 To a registry (distribution spec, "Pushing blobs" and "Pushing manifests"), per blob:
   1. HEAD /v2/<name>/blobs/<digest>: already there → skipped;
-  2. a cross-repository mount when the image came from another repository of the same
-     registry: POST /v2/<name>/blobs/uploads/?mount=<digest>&from=<repo> → 201 is done (a
+  2. a cross-repository mount when an image in the store holds the blob under another
+     repository of the same registry (a built image's base, a re-tag): POST /v2/<name>/blobs/uploads/?mount=<digest>&from=<repo> → 201 is done (a
      202 means the registry declined and opened an ordinary upload session instead);
   3. otherwise POST an upload session, then one PUT with the whole blob when it is small
      (monolithic), or PATCH chunks of UPLOAD_CHUNK bytes and a closing PUT ?digest=.
@@ -75,17 +75,15 @@ def push_registry(image: LocalImage, store: Store, paths: Any, dest: str, *,
                             else tls_verify, insecure=insecure,
                             credentials=find_credentials(ref.registry, paths, dict(os.environ)))
     progress = PullProgress(quiet=quiet)
-    mount_from = [parse_reference(n).repository for n in image.names
-                  if _same_registry(n, ref.registry) and parse_reference(n).repository
-                  != ref.repository]
+    sources = mount_sources(store, ref.registry, ref.repository)
     try:
         progress.message("Getting image source signatures")
         layers = _blobs(image, store)
-        _upload_all(client, ref.repository, store, layers, mount_from, progress)
+        _upload_all(client, ref.repository, store, layers, sources, progress)
         with store.open_blob(image.id) as f:
             config = f.read()
         _upload(client, ref.repository, store, {"digest": image.id, "size": len(config)},
-                mount_from, progress, quiet_blob=True)
+                [], progress, quiet_blob=True)
         progress.message(f"Copying config {image.id[7:19]} done")
         with store.open_blob(image.manifest_digest) as f:
             manifest = f.read()
@@ -101,17 +99,31 @@ def push_registry(image: LocalImage, store: Store, paths: Any, dest: str, *,
     return digest
 
 
-def _same_registry(name: str, registry: str) -> bool:
+def mount_sources(store: Store, registry: str, repository: str) -> dict[str, list[str]]:
+    """For each layer blob: the other repositories of the same registry that hold it, as far
+    as the store knows (an image pulled or pushed under that name has the blob there). A
+    built image's base layers so come from the base's repository by a cross-repository
+    mount instead of an upload (podman keeps a blob-location cache for the same reason)."""
     from rootless.image.reference import parse_reference
 
-    try:
-        return parse_reference(name).registry == registry
-    except UsageError:
-        return False
+    out: dict[str, list[str]] = {}
+    for other in store.list_images():
+        repos = []
+        for name in other.names:
+            try:
+                ref = parse_reference(name)
+            except UsageError:
+                continue
+            if ref.registry == registry and ref.repository != repository:
+                repos.append(ref.repository)
+        for desc in other.layers:
+            known = out.setdefault(desc["digest"], [])
+            known += [r for r in repos if r not in known]
+    return out
 
 
 def _upload_all(client: Any, repository: str, store: Store, layers: list[dict[str, Any]],
-                mount_from: list[str], progress: Any) -> None:
+                sources: dict[str, list[str]], progress: Any) -> None:
     from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     unique = list({d["digest"]: d for d in layers}.values())
@@ -119,8 +131,8 @@ def _upload_all(client: Any, repository: str, store: Store, layers: list[dict[st
         return
     with ThreadPoolExecutor(max_workers=min(UPLOAD_THREADS, len(unique)),
                             thread_name_prefix="rl-push") as pool:
-        futures = [pool.submit(_upload, client, repository, store, d, mount_from, progress)
-                   for d in unique]
+        futures = [pool.submit(_upload, client, repository, store, d,
+                               sources.get(d["digest"], []), progress) for d in unique]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         for f in done:
             if f.exception() is not None:

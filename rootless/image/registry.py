@@ -574,12 +574,10 @@ class RegistryClient:
             scope=_scope(repository, push=True),
             what=what,
         )
-        response.close()
-        if response.status_code == 200:
-            return True
-        if response.status_code == 404:
-            return False
-        raise self._fail(response, what)
+        if response.status_code in (200, 404):
+            response.close()
+            return response.status_code == 200
+        raise self._fail(response, what)  # (it reads the answer, so it must still be open)
 
     def push_blob(self, repository: str, data_or_path: bytes | Path, digest: str) -> None:
         """Upload a blob unless the registry has it: one PUT for bytes, PATCH chunks for a file."""
