@@ -110,6 +110,17 @@ CASES = [
                         "ls /cache > /listing\n"),
     Case("secret-mount", "FROM BASE\nRUN --mount=type=secret,id=tok cat /run/secrets/tok > /got\n",
          {"secret.txt": "s3cret"}, flags=["--secret", "id=tok,src=SECRET"]),
+    Case("mount-from-stage",
+         "FROM BASE AS build\nRUN mkdir -p /out/sub && echo art > /out/sub/a && echo t > /out/t\n"
+         "RUN rm /out/t && echo t2 > /out/t2 && rm -r /root\n"
+         "FROM BASE\n"
+         "RUN --mount=type=bind,from=build,source=/out,target=/mnt/o cat /mnt/o/sub/a > /got"
+         " && ls /mnt/o > /listing\n"
+         "RUN --mount=type=bind,from=build,target=/st ls /st > /whole\n"
+         "RUN --mount=type=bind,from=build,source=/out/t2,target=/file cat /file > /got-file\n"
+         "RUN --mount=type=bind,from=build,source=/out,target=/rw,rw echo x > /rw/new"
+         " && ls /rw > /rw-listing\n"
+         "RUN --mount=type=bind,from=BASE,source=/etc,target=/base-etc ls /base-etc > /etcs\n"),
     Case("continuations", "# comment\nFROM BASE\nRUN echo a \\\n# inner comment\n  b > /ab\n"
                           "LABEL x=1 \\\n      y=2\n"),
     Case("escape", "# escape=`\nFROM BASE\nRUN echo a `\n  b > /ab\n"),

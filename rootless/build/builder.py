@@ -527,8 +527,8 @@ class Builder:
         mounts = parse_mounts(ins)
         run_env = state.args.run_env()
         env = [f"{k}={v}" for k, v in run_env.items()] + ic.env_list(state.config)
-        mounts_key = [(m.kind, m.target, m.source, m.from_ref, m.readonly, m.cache_id)
-                      for m in mounts]
+        mounts_key = [(m.kind, m.target, m.source, m.from_ref, m.readonly, m.cache_id,
+                       self.bind_content_key(state, ins, m)) for m in mounts]
         network = ins.flag("network") or self.opts.network
         if network == "default":
             network = self.opts.network
@@ -567,8 +567,7 @@ class Builder:
             elif m.kind == "tmpfs":
                 volumes.append(Volume(kind="tmpfs", source=None, destination=m.target))
             elif m.kind == "bind":
-                volumes.append(Volume(kind="bind", source=self.bind_source(state, ins, m),
-                                      destination=m.target, readonly=m.readonly))
+                volumes.append(self.bind_volume(state, ins, m))
         if plan["script"]:
             name, text = plan["script"]
             path = os.path.join(self.build_dir, f"script-{os.urandom(4).hex()}")
@@ -589,15 +588,83 @@ class Builder:
                 f"building at STEP \"{ins.original}\": while running runtime: exit status {code}",
                 ins.file, ins.line, exit_code=code)  # podman exits with the RUN's status
 
-    def bind_source(self, state: StageState, ins: Instruction, m: Any) -> str:
+    def bind_content_key(self, state: StageState, ins: Instruction, m: Any) -> str | None:
+        """What a bind mount shows, for the step's cache key (BuildKit keys on it too): the
+        stage's key or image's ID for from=, the content of the context's source else."""
+        if m.kind != "bind":
+            return None
         if m.from_ref:
-            raise ins.error("--mount=type=bind,from=… is not supported by rl yet",
-                            "COPY --from the stage instead")
+            return self.source_key(state, ins, m.from_ref)
+        if self.opts.context is None:
+            return None
+        rel = posixpath.normpath("/" + (m.source or "/")).lstrip("/")
+        try:
+            return self.hash_sources(os.path.abspath(self.opts.context), [rel])
+        except FileNotFoundError:
+            return None  # the mount fails when the step runs, with its own message
+
+    def bind_volume(self, state: StageState, ins: Instruction, m: Any) -> Any:
+        from rootless.primitives.mounts import secure_join
+        from rootless.spec import Volume
+
+        if m.from_ref:
+            return self.stage_volume(state, ins, m)
         if self.opts.context is None:
             raise ins.error("--mount=type=bind needs a build context")
-        from rootless.primitives.mounts import secure_join
+        return Volume(kind="bind", source=secure_join(os.path.abspath(self.opts.context),
+                                                      m.source or "/"),
+                      destination=m.target, readonly=m.readonly)
 
-        return secure_join(os.path.abspath(self.opts.context), m.source or "/")
+    def stage_volume(self, state: StageState, ins: Instruction, m: Any) -> Any:
+        """--mount=type=bind,from=STAGE|IMAGE: source= in that tree, as an overlay of the
+        layer directories that hold it (nothing copied); rw gets a scratch upper directory
+        whose writes are dropped with the build, as BuildKit drops them."""
+        import shutil
+
+        from rootless.build.run import overlay_sources
+        from rootless.build.worktree import WorkTree
+        from rootless.primitives.mounts import secure_join
+        from rootless.spec import Volume
+
+        links = self.source_layers(state, ins, m.from_ref)
+        layers = [os.path.join(self.paths.layers_dir, link) for link in reversed(links)]
+        os.makedirs(self.empty_dir, exist_ok=True)
+        self.trees += 1
+        tree = WorkTree(os.path.join(self.build_dir, str(self.trees)), self.paths.layers_dir,
+                        links, self.empty_dir)
+        tree.create()
+        source = m.source or "/"
+        scratch = os.path.join(tree.root, "file")
+
+        def find() -> Any:
+            merged = tree.mount(upper=False)
+            host = secure_join(merged, source)
+            if not os.path.lexists(host):
+                return None
+            rel = os.path.relpath(host, merged)
+            found = overlay_sources(layers, "" if rel == "." else rel)
+            if found and found[0] == "file" and not m.readonly:
+                shutil.copy2(found[1][0], scratch)  # rw on a file: never on the layer's own
+                return ("file", [scratch])
+            return found
+
+        found = self.get_sandbox().as_root(find, "rl:[mount]")
+        if found is None:
+            raise ins.error(f"--mount=type=bind,from={m.from_ref}: {source} is not in that "
+                            "stage or image")
+        kind, paths = found
+        if kind == "file":
+            return Volume(kind="bind", source=paths[0], destination=m.target,
+                          readonly=m.readonly)
+        lowers = [*paths, self.empty_dir]  # overlay needs two lowers without an upper
+        options = "lowerdir=" + ":".join(lowers)
+        if not m.readonly:
+            options += f",upperdir={tree.dirs.upper},workdir={tree.dirs.work}"
+        if any(c in p for p in lowers for c in ":,") or len(options) > 3500:
+            raise ins.error(f"--mount=type=bind,from={m.from_ref}: the layer paths do not fit "
+                            "in overlay's mount options", "COPY --from the stage instead")
+        return Volume(kind="overlay", source=None, destination=m.target, readonly=m.readonly,
+                      options=options + ",userxattr")
 
     # -- COPY / ADD ------------------------------------------------------------------------
     def plan_copy(self, state: StageState, ins: Instruction) -> tuple[Any, list[Any], str]:

@@ -11,7 +11,10 @@ build step gets the same user namespace, network modes, seccomp and capabilities
     --mount=type=cache,target=T[,id=I]     a directory kept between builds (data/build-mounts)
     --mount=type=secret,id=I[,target=T]    the file of --secret id=I,src=PATH, read-only,
                                            at /run/secrets/I by default; never in a layer
-    --mount=type=bind,target=T[,source=S][,from=STAGE][,rw]   the context or a stage's tree
+    --mount=type=bind,target=T[,source=S][,from=STAGE|IMAGE][,rw]   the context, or S in a
+                                           stage's or image's tree: an overlay of the layer
+                                           directories that hold S (overlay_sources); with
+                                           rw, writes go to a scratch upper and are dropped
     --mount=type=tmpfs,target=T            a tmpfs
     --network=none|host|default            this step's network (else the build's --network)
 """
@@ -164,3 +167,48 @@ def check_secret(mount: RunMount, secrets: dict[str, str], ins: Instruction) -> 
     if not os.path.isfile(path):
         raise BuildError(f"--secret id={mount.source}: {path} is not a file")
     return path
+
+
+def overlay_sources(layers_top_first: list[str], rel: str) -> tuple[str, list[str]] | None:
+    """Where overlayfs would find `rel` (no symlinks in it: resolved in the merged view) in a
+    stack of layer directories in overlay's format: ("dir", the layers' directories to merge,
+    top first) or ("file", the one file that shows), or None when it does not exist.
+
+    overlayfs's lookup, component by component (Documentation/filesystems/overlayfs.rst):
+    a whiteout (0:0 character device) or a non-directory in a layer hides the name in every
+    layer below; an opaque directory (user.overlay.opaque=y) hides the layers below it.
+    """
+    import stat
+
+    parts = [p for p in rel.split("/") if p]
+    dirs: list[str] = []
+    for layer in layers_top_first:
+        hides_below = _opaque(layer)
+        path = layer
+        complete = True
+        for i, part in enumerate(parts):
+            path = os.path.join(path, part)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                complete = False
+                break
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                return ("dir", dirs) if dirs else None  # whited out from here down
+            if not stat.S_ISDIR(st.st_mode):
+                if i < len(parts) - 1:
+                    return ("dir", dirs) if dirs else None
+                return ("file", [path]) if not dirs else ("dir", dirs)
+            hides_below = hides_below or _opaque(path)
+        if complete:
+            dirs.append(path)
+        if hides_below:
+            break
+    return ("dir", dirs) if dirs else None
+
+
+def _opaque(path: str) -> bool:
+    try:
+        return os.getxattr(path, "user.overlay.opaque", follow_symlinks=False) == b"y"
+    except OSError:
+        return False

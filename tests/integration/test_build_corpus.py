@@ -34,10 +34,10 @@ CONFIG_FIELDS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts
                  "Labels", "StopSignal")
 # buildah stamps its version on every image (docs/build.md)
 IGNORED_LABELS = {"io.buildah.version"}
-# buildah leaves the empty files it bind-mounted over during RUN in the image (mode 0755), and
-# the empty /run/secrets a secret mount needed; rl removes the mount points it made, as
-# BuildKit does (docs/build.md)
-BUILDAH_MOUNT_POINTS = ("etc/hostname", "etc/hosts", "etc/resolv.conf", "run/secrets")
+# buildah leaves the empty files it bind-mounted over during RUN in the image (mode 0755), the
+# empty /run/secrets a secret mount needed and the parents it made for a mount target (/mnt of
+# /mnt/o); rl removes the mount points it made, as BuildKit does (docs/build.md)
+BUILDAH_MOUNT_POINTS = ("etc/hostname", "etc/hosts", "etc/resolv.conf", "run/secrets", "mnt")
 
 
 def write_context(case: Case, root: Path, secret: Path) -> None:
