@@ -1,5 +1,5 @@
-"""The `rl` entry point. `rl run` takes a fast path that never imports typer (start-up time);
-everything else goes to the typer app in rootless.cli."""
+"""The `rl` entry point. `rl run` and `rl build` take fast paths that never import typer
+(start-up time); everything else goes to the typer app in rootless.cli."""
 
 from __future__ import annotations
 
@@ -11,17 +11,14 @@ def main(argv: list[str] | None = None) -> int:
     entry = argv is None
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "run":
-        code = run_main(argv[1:])
-        if entry and not os.environ.get("RL_NO_FAST_EXIT"):
-            # Skip the interpreter's finalisation (~12 ms of module teardown on these
-            # machines): the container is gone and every file rl wrote is closed.
-            try:
-                sys.stdout.flush()
-            except OSError:
-                pass
-            sys.stderr.flush()
-            os._exit(code)
-        return code
+        return fast_exit(run_main(argv[1:]), entry)
+    if argv[:1] == ["build"] or argv[:2] == ["image", "build"]:
+        # A fully cached rebuild costs little more than reading the cache: no typer either.
+        from rootless.cli.build_fast import build_fast
+
+        code = build_fast(argv[1:] if argv[0] == "build" else argv[2:])
+        if code is not None:
+            return fast_exit(code, entry)
     if argv and argv[0] == "ps":
         # A CI runner polls `rl ps`: the plain flags are parsed without typer (see ps_fast).
         from rootless.errors import RlError
@@ -37,6 +34,19 @@ def main(argv: list[str] | None = None) -> int:
     from rootless.cli import app_main
 
     return app_main(argv)
+
+
+def fast_exit(code: int, entry: bool) -> int:
+    if entry and not os.environ.get("RL_NO_FAST_EXIT"):
+        # Skip the interpreter's finalisation (~12 ms of module teardown on these
+        # machines): the container is gone and every file rl wrote is closed.
+        try:
+            sys.stdout.flush()
+        except OSError:
+            pass
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def report(exc: BaseException, debug: bool = False) -> int:

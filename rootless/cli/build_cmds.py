@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any
 
 import typer
 
-from rootless.errors import ImageError, UsageError
+from rootless.errors import ImageError
 
 
 def _paths() -> Any:
@@ -37,84 +36,9 @@ def _find(store: Any, name: str) -> Any:
 
 
 def _bool(flag: str, value: str) -> bool:
-    from rootless.cli.login_cmds import _parse_bool
+    from rootless.cli.build_fast import parse_bool
 
-    return bool(_parse_bool(flag, value))
-
-
-def _key_values(items: list[str], flag: str) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not key:
-            raise UsageError(f"invalid {flag} {item!r}: expected KEY=VALUE")
-        out[key] = value if eq else ""
-    return out
-
-
-def _secrets(items: list[str]) -> dict[str, str]:
-    """--secret id=ID,src=PATH (podman's form; env= is not supported)."""
-    out = {}
-    for item in items:
-        fields = dict(p.partition("=")[::2] for p in item.split(","))
-        sid, src = fields.get("id"), fields.get("src") or fields.get("source")
-        if not sid or not src:
-            raise UsageError(f"invalid --secret {item!r}", "use --secret id=ID,src=PATH")
-        out[sid] = src
-    return out
-
-
-def containerfile_for(context: str | None, file: str | None) -> tuple[str, str]:
-    """(text, name shown in messages) of -f FILE, -f -, or CONTEXT/Containerfile|Dockerfile."""
-    if file == "-" or (file is None and context is None):
-        return sys.stdin.read(), "<stdin>"
-    if file is None:
-        assert context is not None
-        for name in ("Containerfile", "Dockerfile"):
-            if os.path.isfile(os.path.join(context, name)):
-                file = os.path.join(context, name)
-                break
-        else:
-            raise UsageError(f"no Containerfile or Dockerfile in {context}",
-                             "give one with -f FILE")
-    elif not os.path.isabs(file) and not os.path.exists(file) and context is not None:
-        if os.path.exists(os.path.join(context, file)):
-            file = os.path.join(context, file)
-    try:
-        with open(file, encoding="utf-8") as f:
-            return f.read(), os.path.basename(file) if file else "Containerfile"
-    except OSError as exc:
-        raise UsageError(f"reading {file}: {exc.strerror}") from None
-
-
-def build_cmd(context: str | None, opts: dict[str, Any]) -> str:
-    from rootless.build.builder import Builder, BuildOptions
-
-    if context is not None and context != "-" and not os.path.isdir(context):
-        raise UsageError(f"build context {context!r} is not a directory")
-    ctx = None if context in (None, "-") else os.path.abspath(context)
-    text, name = containerfile_for(ctx, opts["file"] if context != "-" else (opts["file"] or "-"))
-    timestamp = opts["timestamp"]
-    build_opts = BuildOptions(
-        containerfile=text, containerfile_name=name, context=ctx, tags=opts["tags"],
-        build_args=opts["build_args"], target=opts["target"], no_cache=opts["no_cache"],
-        pull=opts["pull"], network=opts["network"], secrets=_secrets(opts["secrets"]),
-        labels=_key_values(opts["labels"], "--label"),
-        annotations=_key_values(opts["annotations"], "--annotation"),
-        layers=opts["layers"], squash=opts["squash"], quiet=opts["quiet"],
-        platform=opts["platform"], compression=opts["compression"],
-        timestamp=timestamp, tls_verify=opts["tls_verify"], log_level=opts["log_level"],
-        environ=dict(os.environ),
-    )
-    if build_opts.compression not in ("gzip", "zstd"):
-        raise UsageError(f"--compression-format {build_opts.compression!r}",
-                         "use gzip or zstd")
-    image = Builder(build_opts, _paths()).build()
-    image_id: str = image.id.split(":", 1)[-1]
-    if opts["iidfile"]:
-        with open(opts["iidfile"], "w") as f:
-            f.write(image.id)
-    return image_id
+    return parse_bool(flag, value)
 
 
 # -- history / inspect -----------------------------------------------------------------------
@@ -186,7 +110,8 @@ def register(app: typer.Typer) -> None:
         build_args: list[str] = _BUILD_ARGS,
         target: str | None = typer.Option(None, "--target", help="Stage to build"),
         no_cache: bool = typer.Option(False, "--no-cache", help="Do not use cached layers"),
-        pull: str = typer.Option("missing", "--pull", help="missing, always, never or newer"),
+        pull: str = typer.Option("missing", "--pull",
+                                 help="missing, always, never or newer (--pull alone: always)"),
         network: str | None = typer.Option(None, "--network", help="Network mode for RUN"),
         secrets: list[str] = _SECRETS,
         labels: list[str] = _LABELS,
@@ -205,22 +130,17 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("oci", "--format", help="oci or docker (rl writes OCI)"),
     ) -> None:
         """Build an image from a Containerfile."""
+        from rootless.cli.build_fast import build_cmd, build_options
+
         level = (ctx.obj or {}).get("log_level", "warning")
-        if pull not in ("missing", "always", "never", "newer", "true", "false"):
-            raise UsageError(f"invalid --pull {pull!r}", "use missing, always, never or newer")
-        pull = {"true": "always", "false": "missing"}.get(pull, pull)
-        image_id = build_cmd(context, {
+        opts = build_options({
             "file": file, "tags": list(tags), "build_args": list(build_args), "target": target,
             "no_cache": no_cache, "pull": pull, "network": network, "secrets": list(secrets),
-            "labels": list(labels), "annotations": list(annotations),
-            "layers": _bool("--layers", layers), "squash": squash, "quiet": quiet,
-            "iidfile": iidfile, "platform": platform, "compression": compression,
-            "timestamp": timestamp,
-            "tls_verify": None if tls_verify is None else _bool("--tls-verify", tls_verify),
-            "log_level": level,
-        })
-        del fmt
-        typer.echo(image_id)
+            "labels": list(labels), "annotations": list(annotations), "layers": layers,
+            "squash": squash, "quiet": quiet, "iidfile": iidfile, "platform": platform,
+            "compression": compression, "timestamp": timestamp, "tls_verify": tls_verify,
+            "format": fmt}, level)
+        typer.echo(build_cmd(context, opts))
 
     def tag(
         image: str = typer.Argument(..., help="Image to name"),
