@@ -64,7 +64,9 @@ class BuildOptions:
 class StageState:
     stage: Stage
     config: dict[str, Any]
-    layers: list[dict[str, Any]]  # {"diff_id", "descriptor"} bottom to top
+    # bottom to top: {"diff_id", "descriptor" (the compressed blob, None until made)}, and
+    # for layers this build made, "key" (the step's cache key, None without a cache record)
+    layers: list[dict[str, Any]]
     args: ArgScope
     key: str
     shell: list[str]
@@ -200,14 +202,17 @@ class Builder:
         if stage.base == "scratch":
             config = ic.scratch_config(stage.platform or self.opts.platform)
             return StageState(stage, config, [], args, chain_key("scratch", config["os"],
-                                                                 config["architecture"]),
+                                                                 config["architecture"],
+                                                                 self.epoch),
                               list(ic.DEFAULT_SHELL))
         image = self.image(stage.base, stage.platform, stage.from_ins)
         layers = [{"diff_id": d, "descriptor": image.layers[i] if i < len(image.layers) else None}
                   for i, d in enumerate(image.diff_ids)]
         config = ic.from_base(image.config)
         shell = list(ic.inner(config).get("Shell") or ic.DEFAULT_SHELL)
-        return StageState(stage, config, layers, args, chain_key("image", image.id), shell)
+        # the epoch is part of every key: --timestamp changes the layers' tars (diff_ids)
+        return StageState(stage, config, layers, args, chain_key("image", image.id, self.epoch),
+                          shell)
 
     def image(self, ref: str, platform: str | None, ins: Instruction) -> Any:
         from rootless.image.pull import ensure_image
@@ -369,10 +374,10 @@ class Builder:
             job, key_parts, history = self.plan_copy(state, ins)
             key = chain_key(state.key, ins.cmd, key_parts, state.pending_dirs)
         record = self.cache.get(key) if self.use_cache else None
-        if record and record.get("diff_id") and self.store.has_layer(record["diff_id"]) and (
-                self.store.has_blob(record["layer"]["digest"])):
+        if record and record.get("diff_id") and self.store.has_layer(record["diff_id"]):
             self.drop_pending(state)
-            self.add_layer(state, record["diff_id"], record["layer"], record["created"], history)
+            self.add_layer(state, record["diff_id"], self.recorded_blob(record), record["created"],
+                           history, key)
             state.key = key
             self.say(f"--> Using cache {key[:12]}")
             return
@@ -385,21 +390,27 @@ class Builder:
         state.key = key
         if self.opts.layers and not self.opts.squash:
             created = self.now()
-            layer = self.commit_tree(state, work)
-            self.add_layer(state, layer["diff_id"], layer["descriptor"], created, history)
+            diff_id = self.commit_tree(state, work)
+            self.add_layer(state, diff_id, None, created, history, key)
             if self.use_cache or self.opts.no_cache:
-                self.cache.put(key, {"created": created, "diff_id": layer["diff_id"],
-                                     "layer": layer["descriptor"]})
+                self.cache.put(key, {"created": created, "diff_id": diff_id})
             self.say(f"--> {key[:12]}")
         else:
             ic.add_history(state.config, self.now(), history, True)
             state.config["history"][-1]["rl_pending"] = True
 
-    def add_layer(self, state: StageState, diff_id: str, descriptor: dict[str, Any],
-                  created: str, history: str) -> None:
-        state.layers.append({"diff_id": diff_id, "descriptor": descriptor})
+    def add_layer(self, state: StageState, diff_id: str, descriptor: dict[str, Any] | None,
+                  created: str, history: str, key: str | None = None) -> None:
+        state.layers.append({"diff_id": diff_id, "descriptor": descriptor, "key": key})
         ic.add_layer(state.config, diff_id)
         ic.add_history(state.config, created, history, False)
+
+    def recorded_blob(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """The compressed blob a cache record names, if it is still in the store."""
+        desc = record.get("layer")
+        if isinstance(desc, dict) and self.store.has_blob(desc.get("digest", "")):
+            return desc
+        return None
 
     def drop_pending(self, state: StageState) -> None:
         state.pending_dirs.clear()
@@ -431,10 +442,10 @@ class Builder:
             state.work = None
             return
         pending = [h for h in state.config.get("history", []) if h.pop("rl_pending", False)]
-        layer = self.commit_tree(state, work)
+        diff_id = self.commit_tree(state, work)
         history = pending[-1] if pending else None
-        state.layers.append({"diff_id": layer["diff_id"], "descriptor": layer["descriptor"]})
-        ic.add_layer(state.config, layer["diff_id"])
+        state.layers.append({"diff_id": diff_id, "descriptor": None, "key": None})
+        ic.add_layer(state.config, diff_id)
         if history is not None:
             history.pop("empty_layer", None)
         else:
@@ -457,67 +468,111 @@ class Builder:
         history = next((h for h in reversed(state.config.get("history", []))
                         if h.get("created_by", "").startswith(ic.nop("WORKDIR "))), None)
         record = self.cache.get(key) if self.use_cache else None
-        if record is not None and (not record.get("diff_id") or (
-                self.store.has_layer(record["diff_id"])
-                and self.store.has_blob(record["layer"]["digest"]))):
+        if record is not None and (not record.get("diff_id")
+                                   or self.store.has_layer(record["diff_id"])):
             state.pending_dirs.clear()
-            layer = record.get("layer")
         else:
             work = self.worktree(state)
             self.make_pending_dirs(state, work)
             from rootless.build.worktree import upper_is_empty
 
-            layer = None
             if not upper_is_empty(work.dirs.upper):
-                made = self.commit_tree(state, work)
-                layer = made["descriptor"]
-                record = {"created": self.now(), "layer": layer, "diff_id": made["diff_id"]}
+                record = {"created": self.now(), "diff_id": self.commit_tree(state, work)}
             else:
                 state.work = None
                 record = {"created": self.now()}
             if self.use_cache or self.opts.no_cache:
                 self.cache.put(key, record)
         state.key = key
-        if layer is None:
+        if not record.get("diff_id"):
             return  # the directories were there already
-        state.layers.append({"diff_id": record["diff_id"], "descriptor": layer})
+        state.layers.append({"diff_id": record["diff_id"], "descriptor": self.recorded_blob(record),
+                             "key": key})
         ic.add_layer(state.config, record["diff_id"])
         if history is not None:
             history.pop("empty_layer", None)
         else:
             ic.add_history(state.config, record["created"], ic.nop("WORKDIR"), False)
 
-    def commit_tree(self, state: StageState, work: Any) -> dict[str, Any]:
-        """Pack the work tree's upper directory into a layer and move it into the store,
-        without the mount points the RUNs since the last commit left there."""
-        from rootless.build.layer import pack_layer
+    def commit_tree(self, state: StageState, work: Any) -> str:
+        """Move the work tree's upper directory into the store as a layer (without the mount
+        points the RUNs since the last commit left there); returns its diff_id. Only the tar's
+        digest is computed here: the compressed blob is made when an image needs it
+        (commit_image), so the layers of stages that only feed COPY --from are never
+        compressed."""
+        from rootless.build.layer import tar_digest
         from rootless.image.unpack import remove_tree
 
         store = self.store
-        tmp = os.path.join(self.paths.data_dir, "tmp", f"build-{os.urandom(6).hex()}")
         upper = work.dirs.upper
         layers_dir = self.paths.layers_dir
         lowers = [os.path.join(layers_dir, link) for link in work.lowers]
-        fmt, epoch = self.opts.compression, self.epoch
+        epoch = self.epoch
         mount_points = list(state.mount_points)
         state.mount_points.clear()
 
-        def commit() -> dict[str, Any]:
+        def commit() -> str:
             _remove_mount_points(upper, lowers, mount_points)
-            blob = pack_layer(upper, tmp, fmt=fmt, epoch=epoch)
-            store.adopt_blob(tmp, blob.digest)
-            store.add_layer(blob.diff_id, upper, blob.tar_size)
+            diff_id, size = tar_digest(upper, epoch=epoch)
+            store.add_layer(diff_id, upper, size)
             remove_tree(work.root)
-            return {"diff_id": blob.diff_id, "descriptor": blob.descriptor()}
+            return diff_id
 
-        try:
-            result: dict[str, Any] = self.get_sandbox().as_root(commit, "rl:[commit]",
-                                                                 mount_ns=False)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        diff_id: str = self.get_sandbox().as_root(commit, "rl:[commit]", mount_ns=False)
         state.work = None
-        return result
+        return diff_id
+
+    def make_blobs(self, layers: list[dict[str, Any]]) -> None:
+        """Compressed blobs for the image's layers that have none in the wanted format yet:
+        from an image that has one, else packed from the layer directory in the store (the
+        same sorted walk gives the same tar: its digest is checked against the diff_id)."""
+        from rootless.build.layer import media_type
+
+        wanted = media_type(self.opts.compression)
+        todo = []
+        for layer in layers:
+            if "key" not in layer:
+                continue  # a base image's layer: its blob stays as it came
+            desc = layer["descriptor"]
+            if desc is not None and desc["mediaType"] == wanted:
+                continue
+            found = self.store.find_layer_blob(layer["diff_id"])
+            if found is not None and found["mediaType"] == wanted:
+                layer["descriptor"] = found
+                continue
+            todo.append(layer)
+        if not todo:
+            return
+        from rootless.build.layer import pack_layer
+
+        store, fmt, epoch = self.store, self.opts.compression, self.epoch
+        jobs = [(layer["diff_id"], str(store.layer_dir(layer["diff_id"])),
+                 os.path.join(self.paths.data_dir, "tmp", f"build-{os.urandom(6).hex()}"))
+                for layer in todo]
+
+        def pack() -> list[Any]:
+            out = []
+            for diff_id, tree, tmp in jobs:
+                try:
+                    blob = pack_layer(tree, tmp, fmt=fmt, epoch=epoch)
+                    if blob.diff_id != diff_id:
+                        return [f"the layer {diff_id} packs as {blob.diff_id} now"]
+                    store.adopt_blob(tmp, blob.digest)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+                out.append(blob.descriptor())
+            return out
+
+        made = self.get_sandbox().as_root(pack, "rl:[layers]", mount_ns=False)
+        if made and isinstance(made[0], str):
+            raise BuildError(made[0], hint="rl builder prune, then build again")
+        for layer, desc in zip(todo, made, strict=True):
+            layer["descriptor"] = desc
+            if layer.get("key"):
+                record = self.cache.get(layer["key"])
+                if record is not None and record.get("diff_id") == layer["diff_id"]:
+                    self.cache.put(layer["key"], {**record, "layer": desc})
 
     # -- RUN -------------------------------------------------------------------------------
     def plan_run(self, state: StageState, ins: Instruction) -> dict[str, Any]:
@@ -847,6 +902,7 @@ class Builder:
             config["created"] = self.now()
         if self.epoch is not None:
             config["created"] = ic.rfc3339(self.epoch)
+        self.make_blobs(state.layers)
         layers = []
         for layer in state.layers:
             desc = layer["descriptor"] or self.store.find_layer_blob(layer["diff_id"])

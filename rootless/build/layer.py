@@ -165,6 +165,20 @@ def write_tar(root: str, out: IO[bytes], *, epoch: int | None = None,
     return "sha256:" + writer.hash.hexdigest(), writer.size
 
 
+class _Discard:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def tar_digest(root: str, *, epoch: int | None = None) -> tuple[str, int]:
+    """(diff_id, size) of root's layer tar, written nowhere: what a build step needs until an
+    image wants the compressed blob (pack_layer, from the same tree, gives the same tar)."""
+    return write_tar(root, _Discard(), epoch=epoch)  # type: ignore[arg-type]
+
+
 class Compressor:
     """Streams bytes into a compressed blob file, hashing the compressed bytes."""
 

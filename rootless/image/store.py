@@ -520,6 +520,12 @@ class Store:
         )
         with self._lock("images"):
             index = self._read_index()
+            known = os.path.exists(self._record_path(manifest_digest))
+            if known and all(index.get(name) == manifest_digest for name in names):
+                # recorded already under these names (a rebuild that changed nothing):
+                # nothing to write, and no fsync
+                record.names = self._names_by_manifest(index).get(manifest_digest, [])
+                return record
             for name in names:
                 index[name] = manifest_digest
             record.names = self._names_by_manifest(index).get(manifest_digest, [])

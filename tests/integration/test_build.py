@@ -228,3 +228,41 @@ def test_commit_a_container(rl: RlRunner, base: str, tmp_path: Path) -> None:
     assert r.returncode == 125 and "no-such-container" in r.stderr
     r = rl("commit", "--change", "RUN true", "to-commit", "x")
     assert r.returncode == 125 and "RUN is not allowed" in r.stderr, r.stderr
+
+
+def test_compressed_blobs_only_for_layers_an_image_has(rl: RlRunner, base: str,
+                                                       tmp_path: Path) -> None:
+    ctx = write(tmp_path / "ctx", {"Containerfile": (
+        f"FROM {base} AS build\nRUN echo made-in-build > /a\n"
+        f"FROM {base}\nCOPY --from=build /a /copied\n")})
+    build(rl, ctx, "-t", "final")
+    blobs = {p.name for p in (rl.data / "blobs" / "sha256").iterdir()}
+    # the build stage as an image (from the cache): its RUN layer gets a blob only now,
+    # packed from the layer directory, and it is the same tar
+    r = build(rl, ctx, "--target", "build", "-t", "stage")
+    assert "--> Using cache" in r.stdout and "\nmade-in-build" not in r.stdout
+    layout = tmp_path / "layout"
+    assert rl("push", "stage", f"oci:{layout}").returncode == 0
+    index = json.loads((layout / "index.json").read_text())
+    sha = layout / "blobs" / "sha256"
+    manifest = json.loads((sha / index["manifests"][0]["digest"][7:]).read_text())
+    config = json.loads((sha / manifest["config"]["digest"][7:]).read_text())
+    run_layer = manifest["layers"][-1]
+    assert run_layer["digest"][7:] not in blobs
+    import gzip
+    import hashlib
+
+    tar = gzip.decompress((sha / run_layer["digest"][7:]).read_bytes())
+    assert "sha256:" + hashlib.sha256(tar).hexdigest() == config["rootfs"]["diff_ids"][-1]
+    # another compression: the same layers, new blobs
+    build(rl, ctx, "--target", "build", "--compression-format", "zstd", "-t", "stage-zstd")
+    (info,) = json.loads(rl("image", "inspect", "stage-zstd").stdout)
+    assert info["RootFS"]["Layers"] == config["rootfs"]["diff_ids"]
+    layout = tmp_path / "layout-zstd"
+    assert rl("push", "stage-zstd", f"oci:{layout}").returncode == 0
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads((layout / "blobs" / "sha256" / index["manifests"][0]["digest"][7:])
+                          .read_text())
+    assert manifest["layers"][-1]["mediaType"].endswith("+zstd")
+    r = rl("run", "--rm", "--network", "none", "stage-zstd", "cat", "/a")
+    assert r.stdout == "made-in-build\n", r.stderr
