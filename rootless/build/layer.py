@@ -10,8 +10,9 @@ format becomes OCI's (image-spec/layer.md "Whiteouts"):
     other user.overlay.* attributes      →  dropped (overlay's own bookkeeping)
     hard links (same inode twice)        →  a tar hard link to the first name
 
-The tar is produced by one process and compressed by another, joined by a pipe: on these
-2-core machines walking and compressing then overlap.
+The tar is produced by one process and compressed by another, joined by a pipe, and gzip
+deflates blocks on every core (_ParallelGzip, as pigz does): on these 2-core machines
+walking and compressing overlap.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class _HashWriter:
 
     def flush(self) -> None:
         self.out.flush()
+
+    def tell(self) -> int:
+        return self.size
 
 
 def walk(root: str) -> Iterator[tuple[str, os.stat_result]]:
@@ -108,8 +112,10 @@ def write_tar(root: str, out: IO[bytes], *, epoch: int | None = None,
     returns (diff_id, bytes written)."""
     writer = _HashWriter(out)
     links: dict[tuple[int, int], str] = {}
-    with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
-                      bufsize=CHUNK, encoding="utf-8", errors="surrogateescape") as tar:
+    # mode "w", not the stream mode "w|": tarfile's stream buffer re-copies up to bufsize
+    # bytes for every 512-byte header; the writer below is buffered already
+    with tarfile.open(fileobj=writer, mode="w", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
+                      encoding="utf-8", errors="surrogateescape") as tar:
         for rel, st in walk(root):
             if skip and rel in skip:
                 continue
@@ -172,11 +178,72 @@ class _Discard:
     def flush(self) -> None:
         pass
 
+    def tell(self) -> int:
+        return 0
+
 
 def tar_digest(root: str, *, epoch: int | None = None) -> tuple[str, int]:
     """(diff_id, size) of root's layer tar, written nowhere: what a build step needs until an
     image wants the compressed blob (pack_layer, from the same tree, gives the same tar)."""
     return write_tar(root, _Discard(), epoch=epoch)  # type: ignore[arg-type]
+
+
+class _ParallelGzip:
+    """gzip as pigz writes it, on every core: the input is cut into BLOCK-byte blocks, each
+    deflated by a thread (zlib releases the GIL) with the previous block's last 32 KiB as
+    its dictionary and ended by a sync flush, so the raw deflate outputs concatenate into
+    one ordinary gzip member (RFC 1952) that any gzip reader takes. The blocks and the
+    header are fixed, so the same input gives the same bytes."""
+
+    BLOCK = 1 << 20
+    WINDOW = 32 << 10  # deflate's window: what a block may refer back to
+    HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, mtime 0, OS unknown
+
+    def __init__(self, emit: Any, level: int) -> None:
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.emit = emit
+        self.level = level
+        self.threads = max(2, min(4, os.cpu_count() or 2))
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="rl-gzip")
+        self.pending: Any = deque()
+        self.buf = bytearray()
+        self.tail = b""
+        self.crc = 0
+        self.size = 0
+        emit(self.HEADER)
+
+    def compress(self, data: bytes) -> None:
+        self.crc = zlib.crc32(data, self.crc)
+        self.size += len(data)
+        self.buf += data
+        while len(self.buf) >= self.BLOCK:
+            block = bytes(self.buf[:self.BLOCK])
+            del self.buf[:self.BLOCK]
+            self._submit(block, last=False)
+
+    def _submit(self, block: bytes, last: bool) -> None:
+        self.pending.append(self.pool.submit(_deflate, block, self.tail, self.level, last))
+        self.tail = block[-self.WINDOW:]
+        while len(self.pending) > 2 * self.threads:
+            self.emit(self.pending.popleft().result())
+
+    def finish(self) -> None:
+        try:
+            self._submit(bytes(self.buf), last=True)
+            while self.pending:
+                self.emit(self.pending.popleft().result())
+        finally:
+            self.pool.shutdown()
+        self.emit((self.crc & 0xFFFFFFFF).to_bytes(4, "little")
+                  + (self.size & 0xFFFFFFFF).to_bytes(4, "little"))
+
+
+def _deflate(block: bytes, zdict: bytes, level: int, last: bool) -> bytes:
+    z = (zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, zdict)
+         if zdict else zlib.compressobj(level, zlib.DEFLATED, -15))
+    return z.compress(block) + z.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 
 class Compressor:
@@ -187,17 +254,18 @@ class Compressor:
         self.fmt = fmt
         self.hash = hashlib.sha256()
         self.size = 0
+        self._gzip: _ParallelGzip | None = None
+        self._z: Any = None
         if fmt == "gzip":
-            # wbits 31: a gzip member with a zeroed header (no name, mtime 0): reproducible
-            self._z: Any = zlib.compressobj(level if level is not None else GZIP_LEVEL,
-                                            zlib.DEFLATED, 31)
+            self._gzip = _ParallelGzip(self._emit, level if level is not None else GZIP_LEVEL)
         elif fmt == "zstd":
             import zstandard
 
-            self._z = zstandard.ZstdCompressor(level=level or 3).compressobj()
-        elif fmt == "none":
-            self._z = None
-        else:
+            # zstd's own worker threads, for the same reason as the gzip blocks
+            params = zstandard.ZstdCompressionParameters.from_level(
+                level or 3, threads=max(2, min(4, os.cpu_count() or 2)))
+            self._z = zstandard.ZstdCompressor(compression_params=params).compressobj()
+        elif fmt != "none":
             raise ValueError(f"unknown compression {fmt!r}")
 
     def _emit(self, data: bytes) -> None:
@@ -207,10 +275,15 @@ class Compressor:
             self.out.write(data)
 
     def write(self, data: bytes) -> None:
-        self._emit(self._z.compress(data) if self._z is not None else data)
+        if self._gzip is not None:
+            self._gzip.compress(data)
+        else:
+            self._emit(self._z.compress(data) if self._z is not None else data)
 
     def finish(self) -> None:
-        if self._z is not None:
+        if self._gzip is not None:
+            self._gzip.finish()
+        elif self._z is not None:
             self._emit(self._z.flush())
 
     @property
