@@ -2,8 +2,9 @@
 
 Each stage has a config (rootless.build.imageconfig), the layers so far, a cache key chain
 and a working tree whose upper directory collects changes. RUN, COPY and ADD change files
-and (with --layers, the default) end in a commit: the upper directory is packed into a
-layer blob and moved into the store as the layer itself — no copy, no re-extraction. With
+and (with --layers, the default) end in a commit: the upper directory's tar digest is taken
+and the directory moved into the store as the layer itself — no copy, no re-extraction, no
+compression (rootless.build.blobs packs a blob when the image is pushed or saved). With
 --layers=false or --squash the changes of a stage stay in one upper directory and become
 one layer at the end of the stage. WORKDIR's mkdir waits for the next such step, so a
 cached step never needs the sandbox.
@@ -54,6 +55,7 @@ class BuildOptions:
     quiet: bool = False
     platform: str | None = None
     compression: str = "gzip"
+    compression_given: bool = False  # --compression-format: pack the blobs at build time
     timestamp: int | None = None
     tls_verify: bool | None = None
     log_level: str = "warning"
@@ -523,9 +525,12 @@ class Builder:
         return diff_id
 
     def make_blobs(self, layers: list[dict[str, Any]]) -> None:
-        """Compressed blobs for the image's layers that have none in the wanted format yet:
-        from an image that has one, else packed from the layer directory in the store (the
-        same sorted walk gives the same tar: its digest is checked against the diff_id)."""
+        """Descriptors for the image's own layers: a compressed blob in the wanted format
+        when one exists (a cache record's, another image's); else, by default, the tar
+        alone: the blob is packed when the image is pushed or saved (rootless.build.blobs),
+        so a build compresses nothing. With --compression-format or a fixed timestamp the
+        blobs are packed now (the layer directory keeps its real times, the tar has not)."""
+        from rootless.build.blobs import pack_blobs, uncompressed
         from rootless.build.layer import media_type
 
         wanted = media_type(self.opts.compression)
@@ -539,34 +544,14 @@ class Builder:
             found = self.store.find_layer_blob(layer["diff_id"])
             if found is not None and found["mediaType"] == wanted:
                 layer["descriptor"] = found
-                continue
-            todo.append(layer)
+            elif self.opts.compression_given or self.epoch is not None:
+                todo.append(layer)
+            elif desc is None:
+                layer["descriptor"] = uncompressed(self.store, layer["diff_id"])
         if not todo:
             return
-        from rootless.build.layer import pack_layer
-
-        store, fmt, epoch = self.store, self.opts.compression, self.epoch
-        jobs = [(layer["diff_id"], str(store.layer_dir(layer["diff_id"])),
-                 os.path.join(self.paths.data_dir, "tmp", f"build-{os.urandom(6).hex()}"))
-                for layer in todo]
-
-        def pack() -> list[Any]:
-            out = []
-            for diff_id, tree, tmp in jobs:
-                try:
-                    blob = pack_layer(tree, tmp, fmt=fmt, epoch=epoch)
-                    if blob.diff_id != diff_id:
-                        return [f"the layer {diff_id} packs as {blob.diff_id} now"]
-                    store.adopt_blob(tmp, blob.digest)
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
-                out.append(blob.descriptor())
-            return out
-
-        made = self.get_sandbox().as_root(pack, "rl:[layers]", mount_ns=False)
-        if made and isinstance(made[0], str):
-            raise BuildError(made[0], hint="rl builder prune, then build again")
+        made = pack_blobs(self.get_sandbox(), self.store, str(self.paths.tmp),
+                          [layer["diff_id"] for layer in todo], self.opts.compression, self.epoch)
         for layer, desc in zip(todo, made, strict=True):
             layer["descriptor"] = desc
             if layer.get("key"):

@@ -122,8 +122,9 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the image ID"),
         iidfile: str | None = typer.Option(None, "--iidfile", help="Write the image ID here"),
         platform: str | None = typer.Option(None, "--platform", help="OS/ARCH[/VARIANT]"),
-        compression: str = typer.Option("gzip", "--compression-format",
-                                        help="gzip or zstd"),
+        compression: str | None = typer.Option(None, "--compression-format",
+                                               help="gzip or zstd: pack the layers now "
+                                                    "(default: gzip, when pushed or saved)"),
         timestamp: int | None = typer.Option(None, "--timestamp",
                                              help="Seconds since the epoch for every date"),
         tls_verify: str | None = typer.Option(None, "--tls-verify", metavar="BOOL"),
@@ -246,9 +247,11 @@ def register(app: typer.Typer) -> None:
                                               help="Write the manifest digest here"),
     ) -> None:
         """Push an image to a registry, an OCI layout or a docker-archive."""
+        from rootless.build.blobs import ensure_blobs
         from rootless.image.push import push_image
 
         paths = _paths()
+        ensure_blobs(_store(), paths, image)
         insecure: list[str] = []
         if os.path.exists(paths.config_file_path):
             from rootless.config import load_config

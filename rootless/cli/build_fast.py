@@ -43,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "file": None, "tags": [], "build_args": [], "target": None, "no_cache": False,
     "pull": "missing", "network": None, "secrets": [], "labels": [], "annotations": [],
     "layers": "true", "squash": False, "quiet": False, "iidfile": None, "platform": None,
-    "compression": "gzip", "timestamp": None, "tls_verify": None, "format": "oci",
+    "compression": None, "timestamp": None, "tls_verify": None, "format": "oci",
 }
 PULL_VALUES = ("missing", "always", "never", "newer", "true", "false")
 
@@ -113,7 +113,8 @@ def build_options(raw: dict[str, Any], log_level: str) -> dict[str, Any]:
         "labels": list(raw["labels"]), "annotations": list(raw["annotations"]),
         "layers": parse_bool("--layers", raw["layers"]), "squash": bool(raw["squash"]),
         "quiet": bool(raw["quiet"]), "iidfile": raw["iidfile"], "platform": raw["platform"],
-        "compression": raw["compression"], "timestamp": timestamp,
+        "compression": raw["compression"] or "gzip",
+        "compression_given": raw["compression"] is not None, "timestamp": timestamp,
         "tls_verify": None if tls is None else parse_bool("--tls-verify", tls),
         "log_level": log_level,
     }
@@ -209,6 +210,7 @@ def build_cmd(context: str | None, opts: dict[str, Any]) -> str:
         annotations=_key_values(opts["annotations"], "--annotation"),
         layers=opts["layers"], squash=opts["squash"], quiet=opts["quiet"],
         platform=opts["platform"], compression=opts["compression"],
+        compression_given=opts.get("compression_given", False),
         timestamp=opts["timestamp"], tls_verify=opts["tls_verify"], log_level=opts["log_level"],
         environ=dict(os.environ),
     )

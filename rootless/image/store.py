@@ -658,6 +658,13 @@ class Store:
                 data["names"] = sorted(self._names_by_manifest(index).get(image.manifest_digest, []))
                 _write_json(self._record_path(image.manifest_digest), data)
 
+    def forget_image(self, manifest_digest: str) -> None:
+        """Drop an image record no name points at any more (its blobs go with a prune)."""
+        with self._lock("images"):
+            if manifest_digest not in self._read_index().values():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._record_path(manifest_digest))
+
     def untag(self, image: LocalImage, names: list[str]) -> None:
         """Remove names from an image; the image stays (dangling when it has none left)."""
         self._untag(image, names)

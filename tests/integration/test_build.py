@@ -230,15 +230,18 @@ def test_commit_a_container(rl: RlRunner, base: str, tmp_path: Path) -> None:
     assert r.returncode == 125 and "RUN is not allowed" in r.stderr, r.stderr
 
 
-def test_compressed_blobs_only_for_layers_an_image_has(rl: RlRunner, base: str,
+def test_blobs_are_compressed_when_pushed_or_asked_for(rl: RlRunner, base: str,
                                                        tmp_path: Path) -> None:
     ctx = write(tmp_path / "ctx", {"Containerfile": (
         f"FROM {base} AS build\nRUN echo made-in-build > /a\n"
         f"FROM {base}\nCOPY --from=build /a /copied\n")})
+    assert rl("pull", "-q", "--tls-verify=false", base).returncode == 0
+    pulled = {p.name for p in (rl.data / "blobs" / "sha256").iterdir()}
     build(rl, ctx, "-t", "final")
     blobs = {p.name for p in (rl.data / "blobs" / "sha256").iterdir()}
-    # the build stage as an image (from the cache): its RUN layer gets a blob only now,
-    # packed from the layer directory, and it is the same tar
+    assert len(blobs - pulled) == 2  # a config and a manifest: no layer was compressed
+    # the build stage as an image (from the cache); pushed, its RUN layer gets a blob, packed
+    # from the layer directory, and it is the same tar
     r = build(rl, ctx, "--target", "build", "-t", "stage")
     assert "--> Using cache" in r.stdout and "\nmade-in-build" not in r.stdout
     layout = tmp_path / "layout"
@@ -265,4 +268,12 @@ def test_compressed_blobs_only_for_layers_an_image_has(rl: RlRunner, base: str,
                           .read_text())
     assert manifest["layers"][-1]["mediaType"].endswith("+zstd")
     r = rl("run", "--rm", "--network", "none", "stage-zstd", "cat", "/a")
+    assert r.stdout == "made-in-build\n", r.stderr
+    # rl save packs what a built image lacks too; the archive loads into another store
+    build(rl, ctx, "-t", "final")
+    archive = tmp_path / "final.tar"
+    assert rl("save", "-o", str(archive), "final").returncode == 0
+    fresh = RlRunner(rl.exe, tmp_path / "fresh")
+    assert fresh("load", "-i", str(archive)).returncode == 0
+    r = fresh("run", "--rm", "--network", "none", "final", "cat", "/copied")
     assert r.stdout == "made-in-build\n", r.stderr
