@@ -80,10 +80,13 @@ class LayerTar:
         return self
 
     def file(
-        self, name: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0
+        self, name: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0,
+        mtime: int | None = None,
     ) -> LayerTar:
         info = self._info(name, tarfile.REGTYPE, mode, uid, gid)
         info.size = len(data)
+        if mtime is not None:
+            info.mtime = mtime
         self._tar.addfile(info, io.BytesIO(data))
         return self
 
@@ -102,9 +105,10 @@ class LayerTar:
         """`.wh..wh..opq`: the directory hides everything the layers below put in it."""
         return self.file(f"{directory.rstrip('/')}/.wh..wh..opq", b"")
 
-    def tree(self, src: str, dest: str) -> LayerTar:
+    def tree(self, src: str, dest: str, keep_mtimes: bool = False) -> LayerTar:
         """Add a host directory tree (regular files, directories and symlinks) under dest,
-        owned by root, in a stable order."""
+        owned by root, in a stable order. keep_mtimes: files keep their own times (Python
+        checks a .pyc against its source's mtime, and recompiles when they differ)."""
         for root, dirs, files in os.walk(src):
             dirs.sort()
             rel = os.path.relpath(root, src)
@@ -119,7 +123,9 @@ class LayerTar:
                         data = Path(path).read_bytes()
                     except OSError:
                         continue
-                    self.file(f"{base}/{name}", data, os.stat(path).st_mode & 0o7777)
+                    st = os.stat(path)
+                    self.file(f"{base}/{name}", data, st.st_mode & 0o7777,
+                              mtime=int(st.st_mtime) if keep_mtimes else None)
         return self
 
     def finish(self) -> bytes:
@@ -455,14 +461,14 @@ def python_runtime_tar(slim: bool) -> bytes:
             if name in SLIM_SKIP:
                 continue
             if os.path.isdir(src) and not os.path.islink(src):
-                tar.tree(src, f"usr/lib/python3.11/{name}")
+                tar.tree(src, f"usr/lib/python3.11/{name}", keep_mtimes=True)
             elif os.path.islink(src):
                 tar.symlink(f"usr/lib/python3.11/{name}", os.readlink(src))
             else:
                 tar.file(f"usr/lib/python3.11/{name}", Path(src).read_bytes(),
-                         os.stat(src).st_mode & 0o7777)
+                         os.stat(src).st_mode & 0o7777, mtime=int(os.stat(src).st_mtime))
     else:
-        tar.tree(PYTHON_STDLIB, "usr/lib/python3.11")
+        tar.tree(PYTHON_STDLIB, "usr/lib/python3.11", keep_mtimes=True)
     return tar.finish()
 
 
