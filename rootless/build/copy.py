@@ -18,6 +18,7 @@ Everything below runs as root in the build's user namespace, on the mounted merg
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import re
@@ -115,6 +116,7 @@ class Copier:
         self.matcher = matcher
         self.links: dict[tuple[int, int], str] = {}
         self.dir_times: list[tuple[str, int]] = []
+        self.ways = ["copy_file_range", "sendfile", "rw"]  # see _copy_fd
 
     # -- destinations ---------------------------------------------------------------------
     def target(self, path: str) -> str:
@@ -215,7 +217,7 @@ class Copier:
             fd_out = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                              | os.O_CLOEXEC, 0o600)
             try:
-                _copy_fd(fd_in, fd_out)
+                _copy_fd(fd_in, fd_out, self.ways)
             finally:
                 os.close(fd_out)
         finally:
@@ -250,15 +252,34 @@ class Copier:
             os.utime(host, ns=(ns, ns), follow_symlinks=False)
 
 
-def _copy_fd(fd_in: int, fd_out: int) -> None:
-    try:
-        while os.copy_file_range(fd_in, fd_out, 1 << 30):
-            pass
-        return
-    except OSError:
-        os.lseek(fd_in, 0, os.SEEK_SET)
-        os.lseek(fd_out, 0, os.SEEK_SET)
-        os.ftruncate(fd_out, 0)
+# errnos that say "not this way" for an in-kernel copy (any other is a real failure)
+_NOT_THIS_WAY = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+
+
+def _copy_fd(fd_in: int, fd_out: int, ways: list[str]) -> None:
+    """Copy a whole file in the kernel: copy_file_range (a reflink or server-side copy on one
+    filesystem), else sendfile (across filesystems: another stage's overlay is another
+    superblock, where copy_file_range says EXDEV), else read/write. `ways` is the Copier's
+    list, shortened when a way fails, so each later file tries only what can work."""
+    while ways:
+        way = ways[0]
+        if way == "rw":
+            break
+        try:
+            if way == "copy_file_range":
+                while os.copy_file_range(fd_in, fd_out, 1 << 30):
+                    pass
+            else:
+                while os.sendfile(fd_out, fd_in, None, 1 << 30):
+                    pass
+            return
+        except OSError as exc:
+            if exc.errno not in _NOT_THIS_WAY:
+                raise
+            ways.pop(0)
+            os.lseek(fd_in, 0, os.SEEK_SET)
+            os.lseek(fd_out, 0, os.SEEK_SET)
+            os.ftruncate(fd_out, 0)
     while chunk := os.read(fd_in, 1 << 20):
         view = memoryview(chunk)
         while view:
@@ -269,10 +290,7 @@ def is_archive(path: str) -> bool:
     """A tar, possibly gzip/bzip2/xz-compressed: what ADD extracts (by content, not name)."""
     import tarfile
 
-    try:
-        return tarfile.is_tarfile(path)
-    except OSError:
-        return False
+    return tarfile.is_tarfile(path)
 
 
 def extract_archive(path: str, merged: str, dest: str, owner: tuple[int, int] | None) -> None:

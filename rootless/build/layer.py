@@ -17,6 +17,7 @@ walking and compressing overlap.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -82,28 +83,41 @@ def walk(root: str) -> Iterator[tuple[str, os.stat_result]]:
         stack.extend(reversed(dirs))
 
 
+# no such attribute, or a filesystem without them: nothing to read
+_NO_XATTR = frozenset({errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP})
+
+
+def getxattr(path: str, name: str) -> bytes | None:
+    """An extended attribute of path itself (never a symlink's target), None when absent."""
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in _NO_XATTR:
+            return None
+        raise
+
+
+def is_opaque(path: str) -> bool:
+    """An overlay directory that hides the layers below it (overlayfs.rst "whiteouts and
+    opaque directories"; user.* with the userxattr mount option)."""
+    return getxattr(path, OPAQUE_XATTR) == b"y"
+
+
 def _xattrs(path: str) -> dict[str, str]:
-    out = {}
     try:
         names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return {}
+    except OSError as exc:
+        if exc.errno in _NO_XATTR:
+            return {}
+        raise
+    out = {}
     for name in names:
         if not name.startswith("user.") or name.startswith("user.overlay."):
             continue
-        try:
-            value = os.getxattr(path, name, follow_symlinks=False)
-        except OSError:
-            continue
-        out[f"SCHILY.xattr.{name}"] = value.decode("utf-8", "surrogateescape")
+        value = getxattr(path, name)
+        if value is not None:  # (gone since the listing)
+            out[f"SCHILY.xattr.{name}"] = value.decode("utf-8", "surrogateescape")
     return out
-
-
-def _is_opaque(path: str) -> bool:
-    try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
 
 
 def write_tar(root: str, out: IO[bytes], *, epoch: int | None = None,
@@ -137,7 +151,7 @@ def write_tar(root: str, out: IO[bytes], *, epoch: int | None = None,
                 info.type = tarfile.DIRTYPE
                 info.pax_headers = _xattrs(path)
                 tar.addfile(info)
-                if _is_opaque(path):
+                if is_opaque(path):
                     opq = tarfile.TarInfo(f"{rel}/.wh..wh..opq")
                     opq.mtime = info.mtime
                     opq.uname = opq.gname = ""

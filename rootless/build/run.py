@@ -180,10 +180,12 @@ def overlay_sources(layers_top_first: list[str], rel: str) -> tuple[str, list[st
     """
     import stat
 
+    from rootless.build.layer import is_opaque
+
     parts = [p for p in rel.split("/") if p]
     dirs: list[str] = []
     for layer in layers_top_first:
-        hides_below = _opaque(layer)
+        hides_below = is_opaque(layer)
         path = layer
         complete = True
         for i, part in enumerate(parts):
@@ -199,16 +201,9 @@ def overlay_sources(layers_top_first: list[str], rel: str) -> tuple[str, list[st
                 if i < len(parts) - 1:
                     return ("dir", dirs) if dirs else None
                 return ("file", [path]) if not dirs else ("dir", dirs)
-            hides_below = hides_below or _opaque(path)
+            hides_below = hides_below or is_opaque(path)
         if complete:
             dirs.append(path)
         if hides_below:
             break
     return ("dir", dirs) if dirs else None
-
-
-def _opaque(path: str) -> bool:
-    try:
-        return os.getxattr(path, "user.overlay.opaque", follow_symlinks=False) == b"y"
-    except OSError:
-        return False

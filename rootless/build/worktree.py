@@ -12,6 +12,7 @@ without a container; RUN is a launch (rootless.build.run) on the same directorie
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Callable
@@ -58,8 +59,9 @@ class Sandbox:
             for fd in (r, w):
                 try:
                     os.close(fd)
-                except OSError:
-                    pass
+                except OSError as exc:
+                    if exc.errno != errno.EBADF:  # closed already on the way here
+                        raise
             raise
         return json.loads(data) if data else None
 
