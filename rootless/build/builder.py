@@ -667,7 +667,9 @@ class Builder:
         from rootless.spec import Volume
 
         links = self.source_layers(state, ins, m.from_ref)
-        layers = [os.path.join(self.paths.layers_dir, link) for link in reversed(links)]
+        from rootless.runtime.rootfs import overlay_lowers
+
+        layers = overlay_lowers([os.path.join(self.paths.layers_dir, link) for link in links])
         os.makedirs(self.empty_dir, exist_ok=True)
         self.trees += 1
         tree = WorkTree(os.path.join(self.build_dir, str(self.trees)), self.paths.layers_dir,

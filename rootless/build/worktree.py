@@ -86,7 +86,9 @@ class WorkTree:
         """Options for mount(2) with cwd = the layer store (relative names keep them short).
         overlay needs two lower directories when there is no upper one, so an empty
         directory is always the bottom lower (and the only one for FROM scratch)."""
-        lowers = [*reversed(self.lowers), os.path.relpath(self.empty_dir, self.layers_dir)]
+        from rootless.runtime.rootfs import overlay_lowers
+
+        lowers = [*overlay_lowers(self.lowers), os.path.relpath(self.empty_dir, self.layers_dir)]
         opts = "lowerdir=" + ":".join(lowers)
         if upper:
             opts += f",upperdir={self.dirs.upper},workdir={self.dirs.work}"

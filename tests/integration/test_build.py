@@ -277,3 +277,16 @@ def test_blobs_are_compressed_when_pushed_or_asked_for(rl: RlRunner, base: str,
     assert fresh("load", "-i", str(archive)).returncode == 0
     r = fresh("run", "--rm", "--network", "none", "final", "cat", "/copied")
     assert r.stdout == "made-in-build\n", r.stderr
+
+
+def test_steps_that_change_nothing(rl: RlRunner, base: str, tmp_path: Path) -> None:
+    # each RUN is a layer, empty ones too (as Docker's): the image holds the same empty
+    # layer twice, and overlayfs refuses a lower directory given twice (ELOOP)
+    ctx = write(tmp_path / "ctx", {"Containerfile": f"FROM {base}\nRUN true\nRUN true\n"
+                                                    "RUN echo after > /after\n"})
+    build(rl, ctx, "-t", "empties")
+    (info,) = json.loads(rl("image", "inspect", "empties").stdout)
+    layers = info["RootFS"]["Layers"]
+    assert len(layers) == 4 and layers[1] == layers[2]
+    r = rl("run", "--rm", "--network", "none", "empties", "cat", "/after")
+    assert r.stdout == "after\n", r.stderr
