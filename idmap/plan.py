@@ -8,12 +8,17 @@ CONTAINER:INTERMEDIATE:SIZE pieces translated into real host ids, one map line p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from itertools import pairwise
 
 from idmap._record import Frozen
 from idmap.errors import IdMapError
 from idmap.subid import ID_LIMIT, SubidRange
+
+# collections.abc for annotations only: importing it (and collections) costs ~1.5 ms of every
+# container start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 # Since Linux 4.15 a uid_map or gid_map may hold up to 340 lines (user_namespaces(7));
 # the kernel refuses a longer write with EINVAL.
@@ -21,6 +26,12 @@ MAX_MAP_LINES = 340
 
 MODE_SINGLE = "single"
 MODE_SUBID = "subid"
+# Written directly by a writer that is root of the parent namespace (CAP_SETUID and CAP_SETGID
+# there: user_namespaces(7) lets it map any id of its own namespace); setgroups stays "allow".
+MODE_DIRECT = "direct"
+# Maps of a namespace nested in one that has the user's default maps (an rl network's): written
+# in that namespace's ids, by a process inside it that holds CAP_SETUID/CAP_SETGID there.
+MODE_NESTED = "nested"
 
 
 class IdRange(Frozen):
@@ -40,14 +51,29 @@ class IdMapping(Frozen):
 
     mode "single": one id each, written directly by the parent (needs setgroups "deny").
     mode "subid": written by the setuid helpers newuidmap/newgidmap.
+    mode "direct": any ids, written directly by a parent that is root of its namespace.
+    mode "nested": see nested().
+
+    uid_inner/gid_inner are the same maps before translation to host ids: their outside ids are
+    intermediate ids (0 your own, 1.. your subordinate ids in file order).
     """
 
-    __slots__ = ("uid_map", "gid_map", "mode", "notice")
-    _defaults = {"notice": None}
+    __slots__ = ("uid_map", "gid_map", "mode", "notice", "uid_inner", "gid_inner")
+    _defaults = {"notice": None, "uid_inner": (), "gid_inner": ()}
     uid_map: tuple[IdRange, ...]
     gid_map: tuple[IdRange, ...]
     mode: str
     notice: str | None
+    uid_inner: tuple[IdRange, ...]
+    gid_inner: tuple[IdRange, ...]
+
+    def nested(self) -> IdMapping:
+        """The maps for a user namespace created inside one whose maps are the user's default
+        (intermediate id N is that namespace's id N): the containers of an rl network share
+        such a namespace, and a container with other maps gets its own namespace inside it.
+        Written directly (user_namespaces(7): a writer in the parent namespace with
+        CAP_SETUID/CAP_SETGID there may map any id mapped in it, without setgroups "deny")."""
+        return IdMapping(self.uid_inner, self.gid_inner, MODE_NESTED)
 
     def container_uid_to_host(self, uid: int) -> int | None:
         return _to_host(self.uid_map, uid)
@@ -60,7 +86,8 @@ class IdMapping(Frozen):
         return sum(r.count for r in self.uid_map)
 
     def describe(self) -> str:
-        how = "newuidmap/newgidmap" if self.mode == MODE_SUBID else "direct write, setgroups deny"
+        how = {MODE_SUBID: "newuidmap/newgidmap", MODE_DIRECT: "direct write by root"}.get(
+            self.mode, "direct write, setgroups deny")
         n = self.size()
         out = [f"id mapping: mode {self.mode} ({how}), {n} container uid{'s' if n != 1 else ''}"]
         for kind, ranges in (("uid", self.uid_map), ("gid", self.gid_map)):
@@ -171,6 +198,7 @@ def plan_mapping(
     )
 
     maps: list[tuple[IdRange, ...]] = []
+    inner: list[tuple[IdRange, ...]] = []
     for side, specs, flag in zip(sides, (uidmaps, gidmaps), (uid_flag, gid_flag), strict=True):
         if specs:
             pieces = _explicit_pieces(side, specs, flag)
@@ -179,9 +207,11 @@ def plan_mapping(
         else:
             pieces = [_Piece(0, 0, side.owned)]
         maps.append(_validated(side, _translate(side, pieces)))
+        inner.append(tuple(IdRange(p.container, p.host, p.size) for p in pieces))
     if uidmaps:
         notice = None  # explicit maps that fit are what the user asked for
-    return IdMapping(maps[0], maps[1], MODE_SUBID if full else MODE_SINGLE, notice)
+    return IdMapping(maps[0], maps[1], MODE_SUBID if full else MODE_SINGLE, notice,
+                     inner[0], inner[1])
 
 
 def _single_cause(

@@ -9,18 +9,28 @@ import sys
 from typing import Any
 
 from rootless import __version__
+from rootless.errors import RlError, describe_oserror
 from rootless.fileio import read_or_empty
 
 
+def _read(path: str) -> str:
+    """A host file's text, "" when it is not there (ENOENT: a minimal host without
+    /etc/os-release; see fileio.MISSING); any other errno is an error naming the file."""
+    try:
+        return read_or_empty(path)
+    except OSError as exc:
+        raise RlError(describe_oserror(f"reading {path}", exc)) from None
+
+
 def _os_name() -> str:
-    for line in read_or_empty("/etc/os-release").splitlines():
+    for line in _read("/etc/os-release").splitlines():
         if line.startswith("PRETTY_NAME="):
             return line.partition("=")[2].strip().strip('"')
     return "unknown"
 
 
 def _memory() -> int | None:
-    for line in read_or_empty("/proc/meminfo").splitlines():
+    for line in _read("/proc/meminfo").splitlines():
         if line.startswith("MemTotal:"):
             return int(line.split()[1]) * 1024
     return None
@@ -28,9 +38,12 @@ def _memory() -> int | None:
 
 def _count(path: Any) -> int:
     try:
-        return sum(1 for entry in os.scandir(path) if not entry.name.startswith("."))
-    except OSError:
-        return 0
+        with os.scandir(path) as entries:
+            return sum(1 for entry in entries if not entry.name.startswith("."))
+    except FileNotFoundError:
+        return 0  # ENOENT: the store has not been created yet (nothing pulled or run)
+    except OSError as exc:
+        raise RlError(describe_oserror(f"listing {path}", exc)) from None
 
 
 def gather(env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -43,14 +56,15 @@ def gather(env: dict[str, str] | None = None) -> dict[str, Any]:
 
     host = Host(env)
     paths = host.paths
-    mountinfo = read_or_empty("/proc/self/mountinfo")
+    mountinfo = _read("/proc/self/mountinfo")
     uid_file = host.env.get("RL_SUBUID_FILE", "/etc/subuid")
     gid_file = host.env.get("RL_SUBGID_FILE", "/etc/subgid")
+    subid_error = None
     try:
         subuids = idmap.read_subids(uid_file, host.user, host.uid)
         subgids = idmap.read_subids(gid_file, host.user, host.gid)
-    except idmap.IdMapError:
-        subuids, subgids = [], []
+    except idmap.IdMapError as exc:  # shown below; `rl doctor subids` says how to fix it
+        subuids, subgids, subid_error = [], [], str(exc)
     helpers = idmap.find_helpers(host.env.get("PATH"))
     try:
         mapping = idmap.plan_mapping(uid=host.uid, gid=host.gid, user=host.user,
@@ -63,14 +77,16 @@ def gather(env: dict[str, str] | None = None) -> dict[str, Any]:
         }
     except idmap.IdMapError as exc:
         idmaps = {"mode": "unavailable", "error": str(exc)}
+    if subid_error:
+        idmaps["subid_error"] = subid_error
     mount = cgroup2_mount(mountinfo)
-    own = own_cgroup(read_or_empty("/proc/self/cgroup"))
+    own = own_cgroup(_read("/proc/self/cgroup"))
     cgroups: dict[str, Any] = {"version": "none"}
     if mount and own is not None:
         hybrid = any(" - cgroup " in line for line in mountinfo.splitlines())
         directory = cgroup_dir(mount, own)
         cgroups = {"version": "hybrid" if hybrid else "v2", "mount": mount[0], "path": own,
-                   "controllers": read_or_empty(f"{directory}/cgroup.controllers").split(),
+                   "controllers": _read(f"{directory}/cgroup.controllers").split(),
                    "writable": os.access(directory, os.W_OK)}
     network = {}
     for name in ("pasta", "slirp4netns"):

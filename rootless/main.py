@@ -11,14 +11,19 @@ def main(argv: list[str] | None = None) -> int:
     entry = argv is None
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "run":
-        return fast_exit(run_main(argv[1:]), entry)
+        code = run_main(argv[1:])
+        if entry and not os.environ.get("RL_NO_FAST_EXIT"):
+            exit_now(code)
+        return code
     if argv[:1] == ["build"] or argv[:2] == ["image", "build"]:
         # A fully cached rebuild costs little more than reading the cache: no typer either.
         from rootless.cli.build_fast import build_fast
 
         code = build_fast(argv[1:] if argv[0] == "build" else argv[2:])
         if code is not None:
-            return fast_exit(code, entry)
+            if entry and not os.environ.get("RL_NO_FAST_EXIT"):
+                exit_now(code)
+            return code
     if argv and argv[0] == "ps":
         # A CI runner polls `rl ps`: the plain flags are parsed without typer (see ps_fast).
         from rootless.errors import RlError
@@ -36,17 +41,20 @@ def main(argv: list[str] | None = None) -> int:
     return app_main(argv)
 
 
-def fast_exit(code: int, entry: bool) -> int:
-    if entry and not os.environ.get("RL_NO_FAST_EXIT"):
-        # Skip the interpreter's finalisation (~12 ms of module teardown on these
-        # machines): the container is gone and every file rl wrote is closed.
-        try:
-            sys.stdout.flush()
-        except OSError:
-            pass
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+def exit_now(code: int) -> None:
+    """Skip the interpreter's finalisation (~12 ms of module teardown on these machines): the
+    container is gone and every file rl wrote is closed (`rl run`, `rl build`, `rl-oci`)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass  # the reader left (`rl run ... | head`), as in a shell pipeline
+    except OSError as exc:
+        from rootless.errors import describe_oserror
+
+        sys.stderr.write(f"Error: {describe_oserror('writing the output', exc)}\n")
+        code = code or 125
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def report(exc: BaseException, debug: bool = False) -> int:
@@ -67,6 +75,22 @@ def report(exc: BaseException, debug: bool = False) -> int:
 
 
 def run_main(args: list[str]) -> int:
+    # First: a SIGTERM, SIGHUP or ^C from here on ends the run through its clean-up, with
+    # 128+N (rootless.runtime.interrupt), instead of killing rl half-way through planning.
+    from rootless.runtime.interrupt import Interrupted, hold_signals, raise_on_signals
+
+    try:
+        try:
+            raise_on_signals()
+            return _run(args)
+        finally:
+            hold_signals()  # the exit that follows is not to be cut short either
+    except Interrupted as exc:
+        sys.stderr.write(f"Error: {exc.message}\n")
+        return exc.exit_code
+
+
+def _run(args: list[str]) -> int:
     from rootless.errors import RlError
 
     debug = "--log-level=debug" in args or ("--log-level" in args and "debug" in args)
@@ -89,13 +113,9 @@ def run_main(args: list[str]) -> int:
             return run_detached(spec, paths)
         from rootless.runtime.launcher import run
 
-        code = run(spec, paths)
+        return run(spec, paths)
     except RlError as exc:
-        code = report(exc, debug)
-    except KeyboardInterrupt:
-        sys.stderr.write("Error: interrupted\n")
-        code = 130
-    return code
+        return report(exc, debug)
 
 
 def load_settings(parsed, paths) -> dict:  # type: ignore[no-untyped-def]

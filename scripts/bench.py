@@ -2,7 +2,8 @@
 """rl's benchmarks: whole-process timings against baselines measured in the same run.
 
     scripts/bench.py [--runs N] [SECTION ...]
-        sections: startup seccomp pull lifecycle network build push
+        sections: startup seccomp pull pull_single lifecycle network oci build push
+        (pull includes pull_single)
 
 Run as an unprivileged user with `rl` on PATH (as root it re-runs itself as RL_BENCH_USER,
 default rltest, the user scripts/test.sh creates). Timings on shared VMs are noisy: commands
@@ -40,7 +41,8 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     return elapsed
 
 
-def compare(label: str, commands: dict[str, Callable[[], float]], runs: int, reference: str) -> dict[str, float]:
+def compare(label: str, commands: dict[str, Callable[[], float]], runs: int, reference: str,
+            samples_out: dict[str, list[float]] | None = None) -> dict[str, float]:
     """Interleave the commands `runs` times (after one warm-up each); print medians, the ratio
     of medians, and the median of the ratios pair by pair (each run against the reference run
     of the same round), which holds better when the machine's speed drifts."""
@@ -50,6 +52,8 @@ def compare(label: str, commands: dict[str, Callable[[], float]], runs: int, ref
     for _ in range(runs):
         for name, fn in commands.items():
             samples[name].append(fn())
+    if samples_out is not None:
+        samples_out.update(samples)
     medians = {name: statistics.median(v) for name, v in samples.items()}
     print(f"\n## {label} (median of {runs}; ratios to {reference}: of medians / paired)")
     for name, med in medians.items():
@@ -59,6 +63,15 @@ def compare(label: str, commands: dict[str, Callable[[], float]], runs: int, ref
         print(f"  {name:<40} {med * 1000:9.1f} ms   [{lo * 1000:.1f}–{hi * 1000:.1f}]"
               f"   ×{ratio:.3f} / ×{paired:.3f}")
     return medians
+
+
+def ratios_to(samples: dict[str, list[float]], reference: str) -> None:
+    """Samples of one compare() against another reference measured in the same rounds."""
+    ref = samples[reference]
+    for name, values in samples.items():
+        med = statistics.median(values)
+        paired = statistics.median(a / b for a, b in zip(values, ref, strict=True))
+        print(f"  {name:<40} {med * 1000:9.1f} ms   ×{med / statistics.median(ref):.3f} / ×{paired:.3f}")
 
 
 def have(tool: str) -> bool:
@@ -151,30 +164,90 @@ class Bench:
 
     def pull(self) -> None:
         reg = self.start_registry()
-        image = f"{reg}/rltest/big:latest"
         self.push_big_image(reg)
-
-        def rl_pull() -> float:
-            d = tempfile.mkdtemp(dir=self.work)
-            env = dict(self.env, XDG_DATA_HOME=d)
-            t = timed(self.rl("pull", "-q", "--tls-verify=false", image), env)
-            subprocess.run(self.rl("rmi", "-f", image), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            subprocess.run(["rl", "image", "prune"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            shutil.rmtree(d, ignore_errors=True)
-            return t
-
-        def podman_pull() -> float:
-            d = tempfile.mkdtemp(dir=self.work)
-            root, runroot = os.path.join(d, "root"), os.path.join(d, "runroot")
-            base = [*PODMAN, "--root", root, "--runroot", runroot, "--storage-driver", "overlay"]
-            t = timed([*base, "pull", "-q", "--tls-verify=false", image])
-            subprocess.run(["podman", "unshare", "rm", "-rf", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            return t
-
-        cmds: dict[str, Callable[[], float]] = {"rl pull (~100 MB, 4 layers, empty store)": rl_pull}
+        cmds: dict[str, Callable[[], float]] = {
+            "rl pull (~100 MB, 4 layers, empty store)": lambda: self.rl_pull(f"{reg}/rltest/big:latest")}
         if have("podman"):
-            cmds["podman pull (~100 MB, 4 layers, empty store)"] = podman_pull
+            cmds["podman pull (~100 MB, 4 layers, empty store)"] = lambda: self.podman_pull(f"{reg}/rltest/big:latest")
         compare("pull and unpack", cmds, max(3, self.runs // 3), list(cmds)[-1])
+        self.pull_single(reg)
+
+    def pull_single(self, reg: str | None = None) -> None:
+        """Issue 12 item 9: a single-layer image (~50 MB, ~3,500 entries, the shape of a
+        distribution's base layer), rl pull against podman pull and against `tar -xzf` of
+        the same gzip layer into an empty directory, each from an empty store, same disk."""
+        reg = reg or self.start_registry()
+        bti = self.image_builder()
+        from rootless.image.registry import RegistryClient
+
+        image = bti.single_layer_image()
+        (layer,) = image.layers
+        blob = self.work / "single-layer.tar.gz"
+        blob.write_bytes(layer.blob)
+        with RegistryClient(reg, insecure=True) as client:
+            bti.push_image(client, "rltest/single", "latest", image)
+        ref = f"{reg}/rltest/single:latest"
+        print(f"\n  single layer: {len(layer.blob) / 1e6:.1f} MB gzip, "
+              f"{self.layer_size(layer.blob) / 1e6:.1f} MB tar")
+
+        def tar_xzf() -> float:
+            d = tempfile.mkdtemp(dir=self.work)
+            t = timed(["tar", "-xzf", str(blob), "-C", d])
+            self.remove(d)
+            return t
+
+        def tar_xzf_topdir() -> float:
+            # rl's layers/ is chattr +T (store.mark_layer_root): the same placement for tar,
+            # to show how much of the difference is that alone
+            d = tempfile.mkdtemp(dir=self.work)
+            subprocess.run(["chattr", "+T", d], stderr=subprocess.DEVNULL)
+            os.mkdir(os.path.join(d, "x"))
+            t = timed(["tar", "-xzf", str(blob), "-C", os.path.join(d, "x")])
+            self.remove(d)
+            return t
+
+        cmds: dict[str, Callable[[], float]] = {
+            "rl pull (single layer, empty store)": lambda: self.rl_pull(ref)}
+        if have("podman"):
+            cmds["podman pull (single layer, empty store)"] = lambda: self.podman_pull(ref)
+        cmds["tar -xzf (the same layer, empty dir)"] = tar_xzf
+        if have("chattr"):
+            cmds["tar -xzf (into a new dir below a +T dir)"] = tar_xzf_topdir
+        samples: dict[str, list[float]] = {}
+        reference = "podman pull (single layer, empty store)" if have("podman") else list(cmds)[-1]
+        compare("single-layer pull", cmds, max(3, self.runs // 2), reference, samples)
+        print("  the same rounds against tar -xzf (of medians / paired):")
+        ratios_to(samples, "tar -xzf (the same layer, empty dir)")
+
+    def rl_pull(self, image: str) -> float:
+        d = tempfile.mkdtemp(dir=self.work)
+        env = dict(self.env, XDG_DATA_HOME=d)
+        t = timed(self.rl("pull", "-q", "--tls-verify=false", image), env)
+        subprocess.run(self.rl("rmi", "-f", image), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["rl", "image", "prune"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.remove(d)
+        return t
+
+    def podman_pull(self, image: str) -> float:
+        d = tempfile.mkdtemp(dir=self.work)
+        root, runroot = os.path.join(d, "root"), os.path.join(d, "runroot")
+        base = [*PODMAN, "--root", root, "--runroot", runroot, "--storage-driver", "overlay"]
+        t = timed([*base, "pull", "-q", "--tls-verify=false", image])
+        self.remove(d)
+        return t
+
+    def remove(self, d: str) -> None:
+        """Remove a store or tree (subordinate owners need the user namespace); every
+        measured command starts on the same disk state: right after such a removal."""
+        if have("podman"):
+            subprocess.run(["podman", "unshare", "rm", "-rf", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(d, ignore_errors=True)
+
+    @staticmethod
+    def layer_size(blob: bytes) -> int:
+        import zlib
+
+        return len(zlib.decompress(blob, wbits=31))
 
     def push_big_image(self, reg: str) -> None:
         """A ~100 MB image (~30 MB compressed): several layers of real files (the host's /usr/lib/python3, /usr/share
@@ -184,8 +257,8 @@ class Bench:
         self._big_pushed = True
         self.image_builder().push_big_image(reg, insecure=True)
 
-    def image_builder(self):  # type: ignore[no-untyped-def]
-        """scripts/build_test_images.py as a module."""
+    def image_builder(self):  # noqa: ANN201 - a module loaded from a path
+        """scripts/build_test_images.py as a module (scripts/ is not a package)."""
         if "build_test_images" in sys.modules:
             return sys.modules["build_test_images"]
         sys.path.insert(0, str(REPO))
@@ -326,6 +399,12 @@ class Bench:
     def network(self) -> None:
         bb = str(self.rootfs)
         cmds: dict[str, Callable[[], float]] = {}
+        # What a user types: an image, rl's default network (pasta when installed).
+        reg = self.start_registry()
+        image = f"{reg}/rltest/busybox:latest"
+        subprocess.run(self.rl("pull", "-q", "--tls-verify=false", image), check=True, env=self.env,
+                       stdout=subprocess.DEVNULL)
+        cmds["rl run IMAGE (default network)"] = lambda: timed(self.rl("run", "--rm", image, "true"), self.env)
         for mode in ("pasta", "slirp4netns"):
             if have(mode):
                 cmds[f"rl run --network {mode}"] = (
@@ -390,11 +469,101 @@ class Bench:
             pm = statistics.median(results["podman (slirp4netns)"])
             print(f"  podman (slirp4netns)  {pm:9.0f}   rl/podman ×{rl_med / pm:.2f}")
 
+    # -- rl-oci ------------------------------------------------------------------------------
+    def oci(self) -> None:
+        """rl-oci against runc on one rootless bundle, podman with either runtime, and the
+        runtime-tools validation suite (rl-oci against crun) when it is built on this machine."""
+        if not have("rl-oci"):
+            print("\n## oci: rl-oci is not on PATH")
+            return
+        bundle = self.work / "oci-bundle"
+        bundle.mkdir(exist_ok=True)
+        (bundle / "config.json").unlink(missing_ok=True)
+        if have("runc"):
+            # runc's rootless default (user namespace, your id as root, no network namespace),
+            # used as it is by both runtimes.
+            subprocess.run(["runc", "spec", "--rootless", "--bundle", str(bundle)], check=True)
+        else:
+            subprocess.run(["rl-oci", "spec", "--bundle", str(bundle)], check=True)
+        import json
+
+        config = json.loads((bundle / "config.json").read_text())
+        config["root"] = {"path": str(self.rootfs), "readonly": True}
+        config["process"].update(args=["true"], terminal=False)
+        (bundle / "config.json").write_text(json.dumps(config))
+        roots = {name: self.work / f"oci-root-{name}" for name in ("rl-oci", "runc")}
+        counter = iter(range(10**6))
+
+        def run(runtime: str) -> float:
+            return timed([runtime, "--root", str(roots[runtime]), "run", "--bundle", str(bundle),
+                          f"bench-{next(counter)}"], self.env)
+
+        cmds: dict[str, Callable[[], float]] = {"rl-oci run (busybox bundle, true)": lambda: run("rl-oci")}
+        if have("runc"):
+            cmds["runc run (same bundle)"] = lambda: run("runc")
+        compare("OCI runtime: run `true` on one bundle", cmds, self.runs, list(cmds)[-1])
+        if self.podman_image():
+            rl_oci = shutil.which("rl-oci") or "rl-oci"
+            for label, net in (("--network none", ["--network=none"]), ("default network", [])):
+                cmds = {
+                    f"podman --runtime rl-oci run --rm ({label})": lambda n=net: timed(
+                        [*PODMAN, "--runtime", rl_oci, "run", "--rm", *n, self.podman_ref, "true"]),
+                    f"podman --runtime runc run --rm ({label})": lambda n=net: timed(
+                        [*PODMAN, "--runtime", "runc", "run", "--rm", *n, self.podman_ref, "true"]),
+                }
+                compare(f"podman with either runtime ({label})", cmds, self.runs, list(cmds)[-1])
+        self.runtime_tools()
+
+    def runtime_tools(self) -> None:
+        """The whole runtime-tools validation run, timed, rl-oci against crun: only when the
+        suite is built on this machine (RL_RUNTIME_TOOLS, default /var/tmp/ext/runtime-tools);
+        this script never builds it. Its programs are copied (runtimetest must be the user's
+        own: the suite copies it into each bundle keeping its owner)."""
+        suite = Path(os.environ.get("RL_RUNTIME_TOOLS", "/var/tmp/ext/runtime-tools"))
+        programs = sorted(suite.glob("validation/*/*.t"))
+        if not programs or not (suite / "runtimetest").exists():
+            print(f"\n## runtime-tools: not built at {suite}: skipped")
+            return
+        copy = self.work / "runtime-tools"
+        for path in [suite / "runtimetest", *suite.glob("rootfs-*.tar.gz"), *programs]:
+            dest = copy / path.relative_to(suite)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, dest)
+        # crun 1.8.1 refuses this host's hybrid cgroups; it runs as root of a user namespace
+        # with the user's subordinate ids and the unified mount hidden (how crun runs its own
+        # rootless tests), one namespace per program.
+        crun_wrap = ["unshare", "--map-root-user", "--map-auto", "-m", "sh", "-c",
+                     'mount -t tmpfs tmpfs /sys/fs/cgroup/unified && exec "$@"', "sh"]
+        runs = {"rl-oci": ([], shutil.which("rl-oci") or "rl-oci")}
+        if have("crun"):
+            runs["crun (in a user namespace)"] = (crun_wrap, "crun")
+        print(f"\n## runtime-tools validation, {len(programs)} programs, one run each")
+        for label, (wrap, runtime) in runs.items():
+            passed, start = 0, time.perf_counter()
+            for program in programs:
+                try:
+                    out = subprocess.run([*wrap, str(copy / program.relative_to(suite))],
+                                         cwd=copy, capture_output=True, text=True, timeout=120,
+                                         env=dict(self.env, RUNTIME=runtime))
+                except subprocess.TimeoutExpired:
+                    continue
+                lines = out.stdout.splitlines()
+                ok = sum(1 for ln in lines if ln.startswith("ok") and "# skip" not in ln.lower())
+                failed = any(ln.startswith("not ok") for ln in lines)
+                # passes: exit 0, no failed assertion, and an ok (or, for the programs that
+                # only check that the runtime refused, no error diagnostic either)
+                if out.returncode == 0 and not failed and (ok or '"error"' not in out.stdout):
+                    passed += 1
+            took = time.perf_counter() - start
+            print(f"  {label:<28} {passed:3d} of {len(programs)} pass   whole run {took:6.1f} s")
+
+
 def rerun_as_user(args: argparse.Namespace) -> int:
     """As root: install rl (not editable: an editable install adds ~15 ms of import hooks to
     every start) from a copy of this checkout into a venv the user can read, then run there."""
     user = os.environ.get("RL_BENCH_USER", "rltest")
-    base = Path(os.environ.get("RL_BENCH_BASE", "/var/tmp/rl-bench"))  # side-by-side runs: one each
+    # RL_BENCH_BASE: a directory of one's own, for benchmarks of two checkouts side by side.
+    base = Path(os.environ.get("RL_BENCH_BASE", "/var/tmp/rl-bench"))
     src, venv = base / "src", base / "venv"
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)
@@ -417,8 +586,8 @@ def rerun_as_user(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("sections", nargs="*",
-                        default=["startup", "seccomp", "pull", "lifecycle", "network", "build", "push"])
+    parser.add_argument("sections", nargs="*", default=["startup", "seccomp", "pull", "lifecycle", "network",
+                                                        "oci", "build", "push"])
     args = parser.parse_args()
     if os.geteuid() == 0:
         return rerun_as_user(args)

@@ -14,6 +14,10 @@ Images (all tagged :latest under REGISTRY_HOST/rltest/):
   zstd        OCI, the busybox layer compressed with zstd (tar+zstd).
   nonroot     Docker schema 2: busybox plus /home/user/hello.txt owned 1000:1000; User
               "1000:1000", WorkingDir /home/user, Env, Entrypoint and Cmd.
+  workdir     OCI: busybox, User "1000:1000" and a WorkingDir, /srv/app/deep, that the layers
+              do not have (the runtime creates it, as podman and docker do).
+  workdir-link  OCI: busybox, /srv a symlink to /tmp (absolute) and WorkingDir
+              /srv/rl-workdir-escape/deep: created in the container's /tmp, never the host's.
 
 Everything is deterministic (fixed mtimes, gzip without a timestamp): the same busybox binary
 gives the same digests. Tests import this file with importlib (scripts/ is not a package):
@@ -65,28 +69,34 @@ class LayerTar:
     def __init__(self) -> None:
         self._buf = io.BytesIO()
         self._tar = tarfile.open(fileobj=self._buf, mode="w", format=tarfile.PAX_FORMAT)
+        # podman refuses a layer that names a path twice ("duplicates of file paths not
+        # supported"): a directory added again (a shared parent of two trees) is skipped.
+        self._dirs: set[str] = set()
 
-    def _info(self, name: str, kind: bytes, mode: int, uid: int, gid: int) -> tarfile.TarInfo:
+    def _info(self, name: str, kind: bytes, mode: int, uid: int, gid: int,
+              mtime: int = MTIME) -> tarfile.TarInfo:
         info = tarfile.TarInfo(name.lstrip("/"))
         info.type = kind
         info.mode = mode
         info.uid, info.gid = uid, gid
         info.uname = info.gname = ""
-        info.mtime = MTIME
+        info.mtime = mtime
         return info
 
-    def dir(self, name: str, mode: int = 0o755, uid: int = 0, gid: int = 0) -> LayerTar:
-        self._tar.addfile(self._info(name, tarfile.DIRTYPE, mode, uid, gid))
+    def dir(self, name: str, mode: int = 0o755, uid: int = 0, gid: int = 0,
+            mtime: int = MTIME) -> LayerTar:
+        key = name.strip("/")
+        if key not in self._dirs:
+            self._dirs.add(key)
+            self._tar.addfile(self._info(name, tarfile.DIRTYPE, mode, uid, gid, mtime))
         return self
 
     def file(
         self, name: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0,
-        mtime: int | None = None,
+        mtime: int = MTIME,
     ) -> LayerTar:
-        info = self._info(name, tarfile.REGTYPE, mode, uid, gid)
+        info = self._info(name, tarfile.REGTYPE, mode, uid, gid, mtime)
         info.size = len(data)
-        if mtime is not None:
-            info.mtime = mtime
         self._tar.addfile(info, io.BytesIO(data))
         return self
 
@@ -125,7 +135,16 @@ class LayerTar:
                         continue
                     st = os.stat(path)
                     self.file(f"{base}/{name}", data, st.st_mode & 0o7777,
-                              mtime=int(st.st_mtime) if keep_mtimes else None)
+                              mtime=int(st.st_mtime) if keep_mtimes else MTIME)
+        return self
+
+    def extend(self, layer: bytes) -> LayerTar:
+        """Append every entry of another (uncompressed) layer tar, in its order."""
+        with tarfile.open(fileobj=io.BytesIO(layer), mode="r:") as src:
+            for info in src:
+                if info.isdir():
+                    self._dirs.add(info.name.strip("/"))
+                self._tar.addfile(info, src.extractfile(info) if info.isreg() else None)
         return self
 
     def finish(self) -> bytes:
@@ -261,6 +280,41 @@ def busybox_tar(busybox: str = BUSYBOX) -> bytes:
     return tar.finish()
 
 
+# Modes and owners the many-directories image cycles through: read-only, sticky, setgid,
+# private and group-owned directories, so a mode or owner left unapplied shows.
+MANY_DIR_MODES = (0o755, 0o750, 0o711, 0o555, 0o700, 0o775, 0o1777, 0o2755, 0o500)
+MANY_DIR_OWNERS = ((0, 0), (1000, 1000), (33, 33), (0, 1000))
+
+
+def add_many_dirs(tar: Any, count: int, top: str = "tree") -> Any:
+    """`count` directories under `top` (groups of 100), with cycling modes, owners and mtimes
+    and a file in every tenth one: far more directories than one process may hold open (the
+    soft RLIMIT_NOFILE is 1024 on most distributions). `tar` is a LayerTar or any builder with
+    the same dir()/file() methods."""
+    tar.dir(top, 0o755)
+    groups = (count + 99) // 100
+    for g in range(groups):
+        tar.dir(f"{top}/g{g:03d}", 0o755)
+    for i in range(count):
+        path = f"{top}/g{i // 100:03d}/d{i:05d}"
+        uid, gid = MANY_DIR_OWNERS[i % len(MANY_DIR_OWNERS)]
+        mode = MANY_DIR_MODES[i % len(MANY_DIR_MODES)]
+        info_mtime = MTIME - 61 * i
+        tar.dir(path, mode, uid, gid, mtime=info_mtime)
+        if i % 10 == 0:
+            tar.file(f"{path}/f", f"{i}\n".encode(), 0o640, uid, gid, mtime=info_mtime + 1)
+    return tar
+
+
+def many_dirs_image(count: int = 3000) -> BuiltImage:
+    """One gzip layer: busybox (so that `rl run -u 1000 IMAGE id` can run) and `count`
+    directories, as a distribution's base image has thousands of them in one layer."""
+    tar = LayerTar()
+    tar.extend(busybox_tar())
+    add_many_dirs(tar, count)
+    return make_image([make_layer(tar.finish(), "gzip", oci=True)], oci=True)
+
+
 def build_images(busybox: str = BUSYBOX) -> dict[str, BuiltImage | BuiltIndex]:
     base_tar = busybox_tar(busybox)
     base_gzip_docker = make_layer(base_tar, "gzip", oci=False)
@@ -347,6 +401,15 @@ def build_images(busybox: str = BUSYBOX) -> dict[str, BuiltImage | BuiltIndex]:
             "Cmd": ["echo $GREETING from $(id -u):$(id -g) in $(pwd)"],
         },
     )
+    missing_workdir = {"User": "1000:1000", "WorkingDir": "/srv/app/deep", "Env": [PATH_ENV],
+                       "Cmd": ["/bin/sh", "-c", "pwd; id -u"]}
+    images["workdir"] = make_image([base_gzip_oci], oci=True, config=missing_workdir)
+    link = LayerTar().symlink("srv", "/tmp").finish()
+    images["workdir-link"] = make_image(
+        [base_gzip_oci, make_layer(link, "gzip", oci=True)],
+        oci=True,
+        config=dict(missing_workdir, WorkingDir="/srv/rl-workdir-escape/deep"),
+    )
     return images
 
 
@@ -407,6 +470,27 @@ def push_big_image(registry_host: str, insecure: bool = True, name: str = "rltes
     image = make_image(layers, oci=True)
     with RegistryClient(registry_host, insecure=insecure) as client:
         return push_image(client, name, "latest", image)
+
+
+# Host trees for the single-layer benchmark image: ~49 MB in ~3,500 entries of ~14 kB on
+# average, the shape of a distribution's base layer (a Debian minbase has ~8,000 entries of
+# ~15 kB). Debian 12 has them all (perl-base is essential; perl-modules comes with perl).
+SINGLE_LAYER_TREES = ("/usr/lib/x86_64-linux-gnu/perl", "/usr/share/perl",
+                      "/usr/lib/x86_64-linux-gnu/perl-base", "/usr/share/zoneinfo")
+
+
+def single_layer_image() -> BuiltImage:
+    """The single-layer pull benchmark's image: busybox and the SINGLE_LAYER_TREES that
+    exist, in ONE gzip layer."""
+    tar = LayerTar()
+    tar.extend(busybox_tar())
+    for tree in SINGLE_LAYER_TREES:
+        if os.path.isdir(tree):
+            parts = tree.strip("/").split("/")
+            for i in range(1, len(parts)):
+                tar.dir("/".join(parts[:i]))
+            tar.tree(tree, tree.strip("/"))
+    return make_image([make_layer(tar.finish(), "gzip", oci=True)], oci=True)
 
 
 # The host's Python, as base images for the multi-stage Python build (tests/pyapp): the

@@ -20,7 +20,8 @@ packages=(
     docker-registry apache2-utils openssl
     slirp4netns passt iperf3 dnsmasq-base iproute2
     fuse-overlayfs fuse3 libseccomp2 user-mode-linux kmod procps util-linux
-    podman runc buildah python3-wheel-whl
+    podman conmon runc git buildah python3-wheel-whl
+    slurm-wlm munge containerd rootlesskit
 )
 
 say() { printf 'test.sh: %s\n' "$*" >&2; }
@@ -89,6 +90,15 @@ if [ "$(id -u)" = 0 ]; then
         temproot=/tmp/rlt-$(basename "$base")
         install -d -m 0700 -o "$test_user" -g "$(id -g "$test_user")" "$temproot"
     fi
+    # A private Slurm cluster for tests/oci/test_slurm.py, one node per runtime and oci.conf
+    # path; it comes up in the background while the venv is built, and goes when this exits.
+    slurm=$base/slurm
+    "$here/scripts/slurm/one-node.sh" start "$slurm" "runc=$(command -v runc)" \
+        "rl-oci=$base/venv/bin/rl-oci" >"$base/slurm-start.log" 2>&1 &
+    slurm_start=$!
+    trap 'wait "$slurm_start" 2>/dev/null; "$here/scripts/slurm/one-node.sh" stop "$slurm" || true' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
     copy_checkout "$base/src"
     if [ ! -x "$base/venv/bin/python" ]; then
         /usr/bin/python3 -m venv "$base/venv"
@@ -100,6 +110,8 @@ if [ "$(id -u)" = 0 ]; then
     runuser -u "$test_user" -- "$base/venv/bin/python" -m compileall -q "$base/src/rootless" "$base/src/idmap" >/dev/null || true
     "$base/venv/bin/python" -m compileall -q "$base/venv/lib" >/dev/null 2>&1 || true
     chmod -R a+rX "$base/venv"
+    slurm_conf=$slurm/etc/slurm.conf
+    wait "$slurm_start" || { say "no Slurm cluster: $(tail -n 3 "$base/slurm-start.log")"; slurm_conf=; }
     cd "$base/src"
     say "running pytest as $test_user (uid $uid)"
     set +e
@@ -109,6 +121,7 @@ if [ "$(id -u)" = 0 ]; then
         XDG_RUNTIME_DIR="/run/user/$uid" \
         PATH="$base/venv/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" \
         LANG=C.UTF-8 CI="${CI:-}" RL_TEST_SOURCE="$here" PYTEST_DEBUG_TEMPROOT="$temproot" \
+        RL_SLURM_CONF="$slurm_conf" \
         "$base/venv/bin/python" -m pytest -p no:cacheprovider -ra "$@"
     status=$?
     set -e

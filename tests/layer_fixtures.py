@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import os
+import stat
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,14 +29,14 @@ class LayerBuilder:
                                  encoding="utf-8", errors="surrogateescape")
 
     def _info(self, name: str | bytes, kind: bytes, mode: int, uid: int = 0, gid: int = 0,
-              xattrs: dict[str, bytes] | None = None) -> tarfile.TarInfo:
+              xattrs: dict[str, bytes] | None = None, mtime: int = MTIME) -> tarfile.TarInfo:
         if isinstance(name, bytes):
             name = os.fsdecode(name)
         info = tarfile.TarInfo(name)
         info.type = kind
         info.mode = mode
         info.uid, info.gid = uid, gid
-        info.mtime = MTIME
+        info.mtime = mtime
         if xattrs:
             info.pax_headers = {
                 f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape")
@@ -44,15 +45,16 @@ class LayerBuilder:
         return info
 
     def file(self, name: str | bytes, data: bytes = b"", mode: int = 0o644, uid: int = 0,
-             gid: int = 0, xattrs: dict[str, bytes] | None = None) -> LayerBuilder:
-        info = self._info(name, tarfile.REGTYPE, mode, uid, gid, xattrs)
+             gid: int = 0, xattrs: dict[str, bytes] | None = None,
+             mtime: int = MTIME) -> LayerBuilder:
+        info = self._info(name, tarfile.REGTYPE, mode, uid, gid, xattrs, mtime)
         info.size = len(data)
         self._tar.addfile(info, io.BytesIO(data))
         return self
 
     def dir(self, name: str | bytes, mode: int = 0o755, uid: int = 0, gid: int = 0,
-            xattrs: dict[str, bytes] | None = None) -> LayerBuilder:
-        self._tar.addfile(self._info(name, tarfile.DIRTYPE, mode, uid, gid, xattrs))
+            xattrs: dict[str, bytes] | None = None, mtime: int = MTIME) -> LayerBuilder:
+        self._tar.addfile(self._info(name, tarfile.DIRTYPE, mode, uid, gid, xattrs, mtime))
         return self
 
     def symlink(self, name: str | bytes, target: str, uid: int = 0, gid: int = 0) -> LayerBuilder:
@@ -224,6 +226,61 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, bytes, tuple[str, ...]]]:
             data = p.read_bytes() if p.is_file() and not p.is_symlink() else b""
             xattrs = tuple(sorted(os.listxattr(p, follow_symlinks=False)))
             out[str(p.relative_to(root))] = (st.st_mode, st.st_size, data, xattrs)
+    return out
+
+
+def tar_mismatches(tar: bytes, root: Path, limit: int = 20) -> list[str]:
+    """How the tree at root differs from the layer tar: every entry's type, mode, owner and
+    mtime (and size and target), the last entry of a name winning. Run where lstat shows the
+    image's own ids (as root, or inside the user namespace the layer was unpacked in).
+
+    Whiteouts are skipped (they become overlay's format); a hard link is checked as the
+    inode it shares."""
+    entries: dict[str, tarfile.TarInfo] = {}
+    with tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as t:
+        for info in t:
+            name = os.path.normpath(info.name.lstrip("/")) if info.name.strip("/.") else "."
+            if os.path.basename(name).startswith(".wh."):
+                continue
+            entries[name] = info
+    out: list[str] = []
+    for name, info in entries.items():
+        if len(out) >= limit:
+            out.append("...")
+            break
+        path = root / name
+        try:
+            st = os.lstat(path)
+        except OSError as exc:
+            out.append(f"{name}: {exc}")
+            continue
+        if info.islnk():
+            target = os.lstat(root / info.linkname.lstrip("/"))
+            if st.st_ino != target.st_ino:
+                out.append(f"{name}: not a hard link of {info.linkname}")
+            continue
+        kind = {tarfile.DIRTYPE: stat.S_ISDIR, tarfile.SYMTYPE: stat.S_ISLNK}.get(
+            info.type, stat.S_ISREG)
+        want = {
+            "type": True,
+            "mode": oct(info.mode & 0o7777),
+            "owner": (info.uid, info.gid),
+            "mtime_ns": int(info.mtime * 1_000_000_000),
+        }
+        have = {
+            "type": kind(st.st_mode),
+            "mode": oct(stat.S_IMODE(st.st_mode)),
+            "owner": (st.st_uid, st.st_gid),
+            "mtime_ns": st.st_mtime_ns,
+        }
+        if info.issym():
+            del want["mode"], have["mode"]  # a symlink's mode is always 0777 on Linux
+            want["target"], have["target"] = info.linkname, os.readlink(path)
+        elif info.isreg():
+            want["size"], have["size"] = info.size, st.st_size
+        diff = {k: (want[k], have[k]) for k in want if want[k] != have[k]}
+        if diff:
+            out.append(f"{name}: " + ", ".join(f"{k} {w} on disk {h}" for k, (w, h) in diff.items()))
     return out
 
 

@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -470,3 +471,142 @@ def serve_http(respond: Any, host: str = "127.0.0.1") -> LocalServer:
     server = Server((host, 0), Handler)
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     return LocalServer(host, server.server_address[1], requests, server)
+
+
+@dataclass
+class Fault:
+    """What the FaultProxy does to the next `times` requests whose path contains `match`:
+
+    stall       read the request and never answer (the connection stays open)
+    stall_body  send the answer's head and `after` bytes of its body, then nothing more
+    cut         send the head and `after` body bytes, then close the connection (FIN)
+    reset       the same, then reset it (RST, SO_LINGER 0)
+    strip_range forward the request without its Range header: the registry sends it all
+    """
+
+    kind: str
+    match: str = "/blobs/"
+    after: int = 0
+    times: int = 1
+
+
+@dataclass
+class ProxiedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    fault: str | None
+
+
+class FaultProxy:
+    """An HTTP proxy on 127.0.0.1 in front of a registry, misbehaving as told (Fault).
+
+    Every request goes over a connection of its own (the proxy adds `Connection: close`
+    both ways), so that a fault hits exactly one request. Requests are recorded.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream_host, _, port = upstream.rpartition(":")
+        self.upstream_port = int(port)
+        self.faults: list[Fault] = []
+        self.requests: list[ProxiedRequest] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.url_host = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def add(self, *faults: Fault) -> None:
+        with self._lock:
+            self.faults.extend(faults)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._listener.close()
+
+    def __enter__(self) -> FaultProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _pick(self, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.times > 0 and fault.match in path:
+                    fault.times -= 1
+                    return fault
+        return None
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            head = _read_head(conn)
+            if head is None:
+                return
+            lines = head.decode("latin-1").split("\r\n")
+            method, path, _ = lines[0].split(" ", 2)
+            headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+            fault = self._pick(path)
+            self.requests.append(ProxiedRequest(method, path, headers, fault.kind if fault else None))
+            if fault is not None and fault.kind == "stall":
+                self._stop.wait()
+                return
+            out = {k: v for k, v in headers.items()
+                   if k.lower() not in ("connection", "keep-alive")
+                   and not (fault is not None and fault.kind == "strip_range" and k.lower() == "range")}
+            out["Connection"] = "close"
+            request = "\r\n".join([lines[0], *(f"{k}: {v}" for k, v in out.items()), "", ""])
+            with socket.create_connection((self.upstream_host, self.upstream_port)) as up:
+                up.sendall(request.encode("latin-1"))
+                answer = _read_head(up)
+                if answer is None:
+                    return
+                status, *rest = answer.decode("latin-1").split("\r\n")
+                kept = [line for line in rest if line and not line.lower().startswith("connection:")]
+                conn.sendall("\r\n".join([status, *kept, "Connection: close", "", ""]).encode("latin-1"))
+                self._relay(up, conn, fault)
+
+    def _relay(self, up: socket.socket, conn: socket.socket, fault: Fault | None) -> None:
+        limit = fault.after if fault is not None and fault.kind in ("stall_body", "cut", "reset") else None
+        sent = 0
+        while True:
+            want = 65536 if limit is None else min(65536, limit - sent)
+            if want <= 0:
+                break
+            data = up.recv(want)
+            if not data:
+                return
+            conn.sendall(data)
+            sent += len(data)
+        assert fault is not None
+        if fault.kind == "stall_body":
+            self._stop.wait()
+        elif fault.kind == "reset":
+            # let the client read what was sent first: data still queued when the RST
+            # arrives is discarded, and the break would seem to come before the body
+            self._stop.wait(0.5)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def _read_head(sock: socket.socket) -> bytes | None:
+    """An HTTP message head (up to the blank line), read byte-exactly: what follows is body."""
+    data = b""
+    while not data.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte:
+            return None
+        data += byte
+    return data[:-4]

@@ -33,6 +33,7 @@ from rootless.cgroups.plan import (
     stale_owner,
 )
 from rootless.errors import CgroupError, describe_oserror
+from rootless.fileio import read_or_empty, write_existing
 
 # typing only for annotations: importing it costs ~4 ms of `rl run`'s start-up.
 TYPE_CHECKING = False
@@ -61,12 +62,7 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def _write(path: str, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
+_write = write_existing
 
 
 def _writable(directory: str) -> bool:
@@ -146,18 +142,28 @@ def _reason(template: str, writes: list[Write]) -> str:
 
 
 def _controllers(directory: str) -> set[str]:
+    """The controllers offered to `directory`; none when it is not there (ENOENT: our cgroup
+    is not visible in this cgroup2 mount, e.g. from inside a cgroup namespace)."""
     try:
         return set(_read(directory + "/cgroup.controllers").split())
-    except OSError:
+    except FileNotFoundError:
         return set()
+    except OSError as exc:
+        raise CgroupError(describe_oserror(f"cannot read {directory}/cgroup.controllers",
+                                           exc)) from None
 
 
-def prepare_cgroup(spec: Any, cid: str, log: Any) -> ContainerCgroup | None:
+def prepare_cgroup(spec: Any, cid: str, log: Any, name: str | None = None,
+                   labels: dict[str, str] | None = None) -> ContainerCgroup | None:
     """Decide where the container's cgroup goes and which limits it gets; create nothing.
 
     Raises CgroupError (exit 125) for a limit that cannot be applied, naming the limit, the
-    reason and the fix; with --cgroups=best-effort prints one warning per dropped limit."""
+    reason and the fix; with --cgroups=best-effort prints one warning per dropped limit.
+    An OCI bundle gives its cgroup's `name` (from linux.cgroupsPath) and `labels`: how each
+    limit is named in its messages (linux.resources.memory.limit rather than --memory)."""
     writes = plan_writes(spec.limits)
+    for w in writes:
+        w.flag = (labels or {}).get(w.flag, w.flag)
     if not writes:
         return None
     where, reason, fix = locate(log, needed_controllers(writes), os.getuid())
@@ -174,8 +180,9 @@ def prepare_cgroup(spec: Any, cid: str, log: Any) -> ContainerCgroup | None:
         if not writes or where is None:
             return None
     assert where is not None
-    cg = ContainerCgroup(where, f"rl-{cid[:12]}-{os.getpid()}", writes, cid, spec.cgroups, log)
-    if where.base is not None:
+    cg = ContainerCgroup(where, name or f"rl-{cid[:12]}-{os.getpid()}", writes, cid, spec.cgroups,
+                         log)
+    if where.base is not None and name is None:
         remove_stale(where.base, log)
     return cg
 
@@ -183,9 +190,13 @@ def prepare_cgroup(spec: Any, cid: str, log: Any) -> ContainerCgroup | None:
 def remove_stale(base: str, log: Any) -> None:
     """Remove empty container cgroups whose launcher is gone (it was SIGKILLed, so its
     `remove()` never ran; the container's processes died with it by PDEATHSIG)."""
+    # Best effort: a sweep that fails must not stop the run, so errors become log lines.
     try:
         names = os.listdir(base)
-    except OSError:
+    except FileNotFoundError:
+        return  # ENOENT: the delegated cgroup (a systemd scope) is gone already
+    except OSError as exc:
+        log(describe_oserror(f"cgroup: cannot list {base} for stale cgroups", exc))
         return
     for name in names:
         owner = stale_owner(name)
@@ -197,8 +208,11 @@ def remove_stale(base: str, log: Any) -> None:
                 continue
             os.rmdir(path)
             log(f"cgroup: removed stale {path}")
-        except OSError:
-            pass
+        except OSError as exc:
+            # ENOENT: another rl swept it first. EBUSY: a process or a child cgroup (the
+            # container may make its own below its cgroup namespace) arrived meanwhile.
+            if exc.errno not in (errno.ENOENT, errno.EBUSY):
+                log(describe_oserror(f"cgroup: cannot remove stale {path}", exc))
 
 
 def _alive(pid: int) -> bool:
@@ -254,10 +268,7 @@ class ContainerCgroup:
         except BaseException:
             self.remove()
             raise
-        try:
-            self.oom_base = parse_keyed(_read(path + "/memory.events")).get("oom_kill", 0)
-        except OSError:
-            self.oom_base = 0
+        self.oom_base = self._oom_kills()
 
     def _apply(self, w: Write) -> None:
         assert self.path is not None
@@ -285,12 +296,21 @@ class ContainerCgroup:
         return f"{where}: " + ", ".join(w.describe() for w in self.writes)
 
     def oom_killed(self) -> bool:
-        if self.path is None:
-            return False
+        return self.path is not None and self._oom_kills() > self.oom_base
+
+    def _oom_kills(self) -> int:
+        """memory.events' oom_kill; 0 without the memory controller (the file exists only when
+        it is enabled for this cgroup: ENOENT). Other errnos are logged: a kill would go
+        unreported, which must not fail the run."""
+        events = f"{self.path}/memory.events"
         try:
-            return parse_keyed(_read(self.path + "/memory.events")).get("oom_kill", 0) > self.oom_base
-        except OSError:
-            return False
+            return parse_keyed(_read(events)).get("oom_kill", 0)
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            self.log(describe_oserror(f"cgroup: cannot read {events}", exc)
+                     + "; an OOM kill would not be reported")
+            return 0
 
     def memory_limit_text(self) -> str:
         for w in self.writes:
@@ -314,12 +334,9 @@ def enable_controllers(base: str, needed: list[str], log: Any) -> None:
     Evacuating first, not on EBUSY: threaded controllers (pids, cpu) may be enabled beside
     processes, but that makes `base` a thread root, below which a new domain child refuses
     processes with EOPNOTSUPP."""
-    if _read_or(base + "/cgroup.procs").split():
+    if _read_file(base + "/cgroup.procs").split():
         evacuate(base, log)
-    try:
-        enabled = set(_read(base + "/cgroup.subtree_control").split())
-    except OSError as exc:
-        raise CgroupError(describe_oserror(f"cannot read {base}/cgroup.subtree_control", exc)) from None
+    enabled = set(_read_file(base + "/cgroup.subtree_control").split())
     missing = [c for c in needed if c not in enabled]
     if not missing:
         return
@@ -350,7 +367,7 @@ def evacuate(base: str, log: Any) -> None:
         raise CgroupError(describe_oserror(f"cannot create {leaf}", exc)) from None
     moved = 0
     for _ in range(10):  # processes may fork while we move them
-        pids = _read(base + "/cgroup.procs").split()
+        pids = _read_file(base + "/cgroup.procs").split()
         if not pids:
             break
         for pid in pids:
@@ -381,12 +398,10 @@ def remove_cgroup(path: str, log: Any) -> None:
 
     try:
         _write(path + "/cgroup.kill", "1")
-    except OSError:
-        for pid in _read_or(path + "/cgroup.procs").split():
-            try:
-                os.kill(int(pid), 9)
-            except OSError:
-                pass
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:  # ENOENT: Linux < 5.14 has no cgroup.kill
+            log(describe_oserror(f"cgroup: cannot write {path}/cgroup.kill", exc))
+        _kill_each(path, log)
     delay = 0.001
     deadline = time.monotonic() + 5
     while True:
@@ -404,11 +419,28 @@ def remove_cgroup(path: str, log: Any) -> None:
                 return
 
 
-def _read_or(path: str) -> str:
+def _kill_each(path: str, log: Any) -> None:
+    """SIGKILL every process of the cgroup at `path` (clean-up: errors are logged)."""
+    try:
+        pids = read_or_empty(path + "/cgroup.procs").split()  # ENOENT: the cgroup is gone
+    except OSError as exc:
+        log(describe_oserror(f"cgroup: cannot read {path}/cgroup.procs", exc))
+        return
+    for pid in pids:
+        try:
+            os.kill(int(pid), 9)
+        except ProcessLookupError:
+            continue  # ESRCH: it exited after cgroup.procs was read
+        except OSError as exc:
+            log(describe_oserror(f"cgroup: cannot kill process {pid} of {path}", exc))
+
+
+def _read_file(path: str) -> str:
+    """A cgroup file rl needs to go on: any error is a CgroupError naming it."""
     try:
         return _read(path)
-    except OSError:
-        return ""
+    except OSError as exc:
+        raise CgroupError(describe_oserror(f"cannot read {path}", exc)) from None
 
 
 __all__ = ["prepare_cgroup", "ContainerCgroup", "remove_stale", "CgroupError"]

@@ -13,7 +13,7 @@ import os
 import time
 
 from rootless.cgroups.plan import cgroup_dir, own_cgroup
-from rootless.errors import CgroupError
+from rootless.errors import CgroupError, describe_oserror
 
 # typing only for annotations: importing it costs ~4 ms of `rl run`'s start-up.
 TYPE_CHECKING = False
@@ -87,8 +87,12 @@ def start_scope(mount: tuple[str, str], name: str, pid: int, log: Any) -> Scope:
         try:
             with open(f"/proc/{pid}/cgroup") as f:
                 path = own_cgroup(f.read()) or ""
-        except OSError:
-            path = ""
+        except (FileNotFoundError, ProcessLookupError):
+            # ENOENT, ESRCH: the helper has exited; waiting for the move is pointless.
+            raise CgroupError(f"the container's helper (pid {pid}) exited before the systemd"
+                              f" user manager moved it into {unit}") from None
+        except OSError as exc:
+            raise CgroupError(describe_oserror(f"cannot read /proc/{pid}/cgroup", exc)) from None
         if path.endswith("/" + unit):
             scope = Scope(unit, cgroup_dir(mount, path))
             log(f"cgroup: systemd scope {scope.path}")

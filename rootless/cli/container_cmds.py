@@ -9,6 +9,7 @@ typer wiring at the bottom. Errors are raised as RlError; rootless.cli prints th
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -23,11 +24,11 @@ from rootless.runtime import state as st
 from rootless.runtime.control import (
     clean_leftovers,
     kill_container,
+    listing,
     prune_containers,
     refresh,
     remove_container,
     rename_container,
-    repair_all,
     resolve,
     start_container,
     stop_container,
@@ -75,7 +76,10 @@ def human_duration(seconds: float) -> str:
 
 def status_text(c: Container, now: float) -> str:
     if c.running:
-        return "Up " + human_duration(now - float(c.state.get("started") or now))
+        up = "Up " + human_duration(now - float(c.state.get("started") or now))
+        # Its network helper died (rootless.runtime.launcher.NetworkWatch): say so where
+        # podman puts a health check's verdict.
+        return up + " (no network)" if c.state.get("network_lost") else up
     if c.status == "created":
         return "Created"
     code = c.exit_code
@@ -144,8 +148,8 @@ def inspect_record(paths: Paths, c: Container) -> dict[str, Any]:
     try:
         with open(f"{st.runtime_dir(paths, c.cid)}/restarts") as f:
             restarts = int(f.read() or 0)
-    except (OSError, ValueError):
-        pass
+    except FileNotFoundError:
+        pass  # never restarted
     mounts = [{"Type": v.get("kind"), "Source": v.get("source") or "", "Destination": v.get("destination"),
                "RW": not v.get("readonly"), "Options": (v.get("options") or "").split(",") if v.get("options") else []}
               for v in spec.get("volumes") or []]
@@ -158,7 +162,7 @@ def inspect_record(paths: Paths, c: Container) -> dict[str, Any]:
             "Status": c.status, "Running": c.running, "Paused": False, "Restarting": False,
             "OOMKilled": False, "Dead": False, "Pid": c.pid,
             "ExitCode": _exit_code(c),
-            "Error": c.state.get("error") or "",
+            "Error": "; ".join(filter(None, [c.state.get("error"), *c.state.get("problems", [])])),
             "StartedAt": _iso(c.state.get("started")), "FinishedAt": _iso(c.state.get("finished")),
         },
         "Image": (cfg.get("image_id") or "").removeprefix("sha256:"),
@@ -301,7 +305,7 @@ def _label_matches(labels: dict[str, str], want: str) -> bool:
 
 def ps_output(paths: Paths, all_: bool, quiet: bool, fmt: str | None, filters: list[str],
               no_trunc: bool, last: int | None = None) -> str:
-    containers = repair_all(paths, st.list_containers(paths))
+    containers = listing(paths, full=False)
     now = time.time()
     records = [ps_record(c, now) for c in containers]
     if not all_ and not any(f.startswith("status=") for f in filters):
@@ -410,7 +414,12 @@ def _to_container(host: int, mapping: list[tuple[int, int, int]]) -> int:
 
 def _passwd(pid1: int) -> dict[int, str]:
     out: dict[int, str] = {}
-    for line in read_or_empty(f"/proc/{pid1}/root/etc/passwd").splitlines():
+    # The container's own file, whatever it is: a directory, a loop or an unreadable file there
+    # only costs `top` its user names (numeric ids are shown instead).
+    passwd = read_or_empty(f"/proc/{pid1}/root/etc/passwd",
+                           missing=(errno.ENOENT, errno.ENOTDIR, errno.ESRCH, errno.EACCES,
+                                    errno.EISDIR, errno.ELOOP))
+    for line in passwd.splitlines():
         parts = line.split(":")
         if len(parts) > 2 and parts[2].isdigit():
             out.setdefault(int(parts[2]), parts[0])

@@ -9,6 +9,7 @@ first, so its own list replaces theirs.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from rootless.config.schema import PROFILE_KEYS, RUN_KEYS, check_run_value, check_type, closest
 from rootless.config.toml import TomlCache, read_toml, where
-from rootless.errors import ConfigError
+from rootless.errors import ConfigError, describe_oserror
 
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -72,9 +73,15 @@ def expand(value: Any, env: dict[str, str]) -> Any:
 
 
 def _same_dir(path: str) -> bool:
+    """Whether $PWD still names the current directory. The shell's $PWD may be stale: removed
+    since (ENOENT, ENOTDIR), behind a directory we may no longer search (EACCES), or not a
+    path at all (ELOOP, ENAMETOOLONG); then the kernel's getcwd() answers instead."""
     try:
         return os.path.samefile(path, ".")
-    except OSError:
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.ELOOP,
+                             errno.ENAMETOOLONG):
+            raise ConfigError(describe_oserror(f"checking ${{PWD}} ({path})", exc)) from None
         return False
 
 
@@ -131,18 +138,29 @@ def profile_file(profiles_dir: Path, name: str) -> Path:
     return profiles_dir / f"{name}.toml"
 
 
+def _unreadable(action: str, profiles_dir: Path, exc: OSError) -> ConfigError:
+    return ConfigError(describe_oserror(action, exc),
+                       hint=f"{profiles_dir} must be a directory you can read")
+
+
 def available_profiles(profiles_dir: Path) -> list[str]:
     try:
-        return sorted(p.name[:-5] for p in profiles_dir.iterdir()
-                      if p.name.endswith(".toml") and PROFILE_NAME.fullmatch(p.name[:-5]))
-    except OSError:
-        return []
+        names = os.listdir(profiles_dir)
+    except FileNotFoundError:
+        return []  # ENOENT: no profile was ever written
+    except OSError as exc:
+        raise _unreadable(f"cannot list the profiles in {profiles_dir}", profiles_dir, exc) from None
+    return sorted(n[:-5] for n in names if n.endswith(".toml") and PROFILE_NAME.fullmatch(n[:-5]))
 
 
 def read_profile(profiles_dir: Path, name: str, env: dict[str, str],
                  wanted_by: str | None = None, cache: TomlCache | None = None) -> Layer:
     path = profile_file(profiles_dir, name)
-    if not path.is_file():
+    try:
+        found = path.is_file()  # False for ENOENT and ENOTDIR; raises EACCES (Python < 3.13)
+    except OSError as exc:
+        raise _unreadable(f"cannot read {path}", profiles_dir, exc) from None
+    if not found:
         have = available_profiles(profiles_dir)
         first = f"{wanted_by}: " if wanted_by else ""
         hint = (f"the profiles in {profiles_dir} are: {', '.join(have)}" if have

@@ -6,11 +6,12 @@ here by looking for the key in its table, so every message can say where to look
 
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
 from typing import Any
 
-from rootless.errors import ConfigError
+from rootless.errors import ConfigError, describe_oserror
 
 
 class TomlCache:
@@ -19,6 +20,7 @@ class TomlCache:
     Importing tomllib costs about 10 ms, a sixth of `rl run`'s start-up budget; a CI runner
     passes the same --profile hundreds of times a day, so the parse is kept until the file
     changes. JSON cannot hold TOML datetimes: such files are simply not cached.
+    A cache rl cannot use costs only a parse, so its problems are warnings, never errors.
     """
 
     __slots__ = ("path", "entries", "dirty")
@@ -28,16 +30,24 @@ class TomlCache:
 
         self.path = path
         self.dirty = False
+        self.entries: dict[str, Any] = {}
         try:
-            self.entries: dict[str, Any] = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            self.entries = {}
+            data = json.loads(path.read_bytes())
+            self.entries = data if isinstance(data, dict) else {}
+        except FileNotFoundError:
+            pass  # ENOENT: the first run since boot (the runtime directory is a tmpfs)
+        except ValueError:
+            pass  # not JSON (cut short by a full disk, or an older format): rewritten on save
+        except OSError as exc:
+            _warn(describe_oserror(f"ignoring the parse cache {path}", exc))
 
     @staticmethod
     def key(path: Path) -> list[int] | None:
+        """The file's identity, or None when it is not there (ENOENT, ENOTDIR: reading it
+        next says so). Other errnos are raised for the caller to report."""
         try:
             st = path.stat()
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         return [st.st_ino, st.st_size, st.st_mtime_ns]
 
@@ -48,9 +58,16 @@ class TomlCache:
         return None
 
     def put(self, path: Path, key: list[int] | None, data: dict[str, Any], text: str) -> None:
-        if key is not None:
-            self.entries[str(path)] = [key, data, text]
-            self.dirty = True
+        import json
+
+        if key is None:
+            return
+        try:
+            json.dumps(data)
+        except (TypeError, ValueError):
+            return  # a TOML datetime has no JSON form: this file is parsed every time
+        self.entries[str(path)] = [key, data, text]
+        self.dirty = True
 
     def save(self) -> None:
         import json
@@ -58,24 +75,33 @@ class TomlCache:
 
         if not self.dirty:
             return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         try:
-            blob = json.dumps(self.entries)
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-            tmp.write_text(blob)
+            tmp.write_text(json.dumps(self.entries))
             os.replace(tmp, self.path)
-        except (OSError, TypeError, ValueError):
-            pass  # a cache that cannot be written only costs the next run a parse
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            # ENOSPC, EDQUOT (the runtime directory is full) and EROFS only cost the next run
+            # a parse; anything else means the runtime directory is not what rl expects.
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                _warn(describe_oserror(f"cannot write the parse cache {self.path}", exc))
+
+
+def _warn(text: str) -> None:
+    import sys
+
+    sys.stderr.write(f"rl: warning: {text}\n")
 
 
 def read_toml(path: Path, cache: TomlCache | None = None) -> tuple[dict[str, Any], str]:
     """(data, text) of `path`; ConfigError for an unreadable file or invalid TOML."""
-    if cache is not None:
-        hit = cache.get(path)
-        if hit is not None:
-            return hit
-    key = TomlCache.key(path)  # before reading: a change while reading misses next time
     try:
+        if cache is not None:
+            hit = cache.get(path)
+            if hit is not None:
+                return hit
+        key = TomlCache.key(path)  # before reading: a change while reading misses next time
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text", hint="TOML files must be UTF-8") from None

@@ -70,7 +70,9 @@ class Host:
         try:
             with open(os.path.join(self.sysctl_root, *name.split(".")), encoding="ascii") as f:
                 return f.read().strip()
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
+            # ENOENT: this kernel has no such sysctl (or a fixture tree lacks it). Any other
+            # errno reaches run_checks, which reports it as the check's finding.
             return None
 
     def which(self, name: str) -> str | None:
@@ -118,6 +120,16 @@ def run_checks(host: Host, only: list[str] | None = None) -> list[Check]:
             continue
         try:
             results = fn(host)
+        except OSError as exc:
+            # A file the check reads is unusable: that is the finding. A warning, since the
+            # check could not tell whether rl can run (its own failures are failures).
+            from rootless.errors import describe_oserror
+
+            what = str(exc.filename) if exc.filename else "a system call"
+            results = [Check(_group, _group, WARNING,
+                             describe_oserror(f"the check could not use {what}", exc),
+                             f"check {what} and its permissions" if exc.filename
+                             else "report this as a bug in rl")]
         except Exception as exc:  # noqa: BLE001 - one broken check must not hide the others
             results = [Check(_group, _group, FAILURE, f"the check itself failed: {exc!r}",
                              "report this as a bug in rl")]

@@ -7,6 +7,7 @@ unless the helpers are there but broken, which `rl run` cannot work around.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -71,7 +72,10 @@ def _privileged(path: str) -> str | None:
     try:
         os.getxattr(path, "security.capability")
         return "file capabilities"
-    except OSError:
+    except OSError as exc:
+        # ENODATA: no capabilities; ENOTSUP: a filesystem without xattrs cannot hold any.
+        if exc.errno not in (errno.ENODATA, errno.ENOTSUP):
+            raise
         return None
 
 

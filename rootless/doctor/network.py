@@ -16,8 +16,12 @@ def tool_version(path: str) -> str:
     try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=5,
                              stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError):
-        return "version unknown"
+    except OSError as exc:  # any exec failure (EACCES, ENOEXEC...) is what the report shows
+        from rootless.errors import describe_oserror
+
+        return describe_oserror("version unknown", exc)
+    except subprocess.TimeoutExpired:
+        return "version unknown: no answer to --version within 5 s"
     first = (out.stdout or out.stderr).strip().splitlines()
     return first[0].strip() if first else "version unknown"
 

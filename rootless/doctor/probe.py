@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,22 @@ _OVERLAY_FIX = ("use Linux 5.11 or later (overlayfs with userxattr in a user nam
 
 def check_userns(host: Host) -> list[Check]:
     """userns (creation), overlay (userxattr inside it), namespaces (time, cgroup)."""
+    scratch, elsewhere = _scratch_dir(host)
+    try:
+        checks = _probe_userns(host, scratch)
+    finally:
+        left = _remove(scratch)
+    overlay = next(c for c in checks if c.id == "overlay")
+    if elsewhere:
+        overlay.found += f" (in {scratch.parent}: {elsewhere})"
+    if left:
+        overlay.found += f"; {left}"
+        overlay.status = FAILURE if overlay.status == FAILURE else WARNING
+        overlay.fix = (overlay.fix + "\n" if overlay.fix else "") + f"rm -rf {scratch}"
+    return checks
+
+
+def _probe_userns(host: Host, scratch: Path) -> list[Check]:
     import idmap
     from rootless.errors import RlError
     from rootless.primitives.userns import run_in_userns
@@ -29,15 +46,12 @@ def check_userns(host: Host) -> list[Check]:
     # The single-id map needs no helper, so this isolates the kernel's answer.
     mapping = idmap.plan_mapping(uid=host.uid, gid=host.gid, user=host.user, subuids=[],
                                  subgids=[], helpers_available=False)
-    scratch = _scratch_dir(host)
     read_fd, write_fd = os.pipe()
     try:
         try:
             run_in_userns(lambda: _inside(scratch, write_fd), mapping=mapping, helpers=None,
                           name="rl:[doctor]")
         except RlError as exc:
-            os.close(write_fd)
-            write_fd = -1
             fix = exc.hint or "see the failure of user namespace sysctls above"
             return [Check("userns", "user namespaces", FAILURE, exc.message, fix),
                     Check("overlay", "overlay in a user namespace", FAILURE,
@@ -53,7 +67,6 @@ def check_userns(host: Host) -> list[Check]:
         for fd in (read_fd, write_fd):
             if fd >= 0:
                 os.close(fd)
-        _remove(scratch)
     checks = [Check("userns", "user namespaces", OK,
                     f"created a user namespace as uid {host.uid}")]
     if result.get("overlay") is None:
@@ -76,19 +89,23 @@ def check_userns(host: Host) -> list[Check]:
     return checks
 
 
-def _scratch_dir(host: Host) -> Path:
-    """A directory on the storage filesystem (where container overlays will live), or /tmp
-    when storage does not exist yet and cannot be made."""
-    base = host.paths.data / "tmp"
+def _scratch_dir(host: Host) -> tuple[Path, str]:
+    """A directory on the storage filesystem (where container overlays will live), or in /tmp
+    when storage does not exist yet and cannot be made; then also why, for the finding (any
+    errno: the probe still runs, and the storage check says what is wrong with storage)."""
+    from rootless.errors import describe_oserror
+
+    base, why = host.paths.data / "tmp", ""
     try:
         base.mkdir(parents=True, exist_ok=True)
-    except OSError:
+    except OSError as exc:
+        why = describe_oserror(f"cannot create {base}", exc)
         base = Path(tempfile.gettempdir())
     root = Path(tempfile.mkdtemp(prefix="doctor-", dir=base))
     for name in ("lower", "upper", "work", "merged"):
         (root / name).mkdir()
     (root / "lower" / "file").write_text("lower\n")
-    return root
+    return root, why
 
 
 def _inside(scratch: Path, out_fd: int) -> None:
@@ -123,15 +140,31 @@ def _inside(scratch: Path, out_fd: int) -> None:
     os.write(out_fd, json.dumps(result).encode())
 
 
-def _remove(root: Path) -> None:
+def _remove(root: Path) -> str | None:
+    """Remove the scratch directory; what could not be removed, for the finding, or None."""
+    from rootless.errors import describe_oserror
+
     # overlayfs leaves work/work mode 000; make everything ours and writable first.
     for dirpath, dirnames, _files in os.walk(root):
         for d in dirnames:
             try:
                 os.chmod(os.path.join(dirpath, d), 0o700)
-            except OSError:
-                pass
-    shutil.rmtree(root, ignore_errors=True)
+            except FileNotFoundError:
+                continue  # ENOENT: gone already (the kernel removes overlay's work/index)
+    failures: list[str] = []
+
+    def record(_fn: Any, path: str, exc: Any) -> None:
+        error = exc[1] if isinstance(exc, tuple) else exc
+        if not isinstance(error, FileNotFoundError) and not failures:
+            failures.append(describe_oserror(f"cannot remove {path}", error))
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(root, onexc=record)
+    else:
+        shutil.rmtree(root, onerror=record)
+    if failures:
+        return f"the scratch directory {root} was left behind: {failures[0]}"
+    return None
 
 
 def check_uidmap_works(host: Host, helpers: tuple[str, str], subuids: list[Any],

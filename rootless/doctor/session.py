@@ -3,12 +3,14 @@ directory's filesystem."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
 from pathlib import Path
 
 from rootless.doctor import FAILURE, OK, WARNING, Check, Host
+from rootless.fileio import read_or_empty
 
 # Filesystems that cannot hold files owned by subordinate ids (the server sees one user, or
 # chown is refused), or cannot be an overlay upper directory.
@@ -34,11 +36,9 @@ def mount_of(path: str | Path, mountinfo: str) -> tuple[str, str]:
 
 
 def _mountinfo(host: Host) -> str:
-    try:
-        with open(f"{host.proc_root}/self/mountinfo", encoding="utf-8") as f:
-            return f.read()
-    except OSError:
-        return ""
+    # Not there (ENOENT): no /proc, or a fixture proc root without it; mount_of then
+    # answers ("/", "unknown"). Other errnos become the check's finding (run_checks).
+    return read_or_empty(f"{host.proc_root}/self/mountinfo")
 
 
 def check_user_session(host: Host) -> list[Check]:
@@ -65,7 +65,11 @@ def check_user_session(host: Host) -> list[Check]:
 def _is_socket(path: str) -> bool:
     try:
         return stat.S_ISSOCK(os.stat(path).st_mode)
-    except OSError:
+    except OSError as exc:
+        # ENOENT, ENOTDIR: no bus there. EACCES: a runtime directory we cannot search holds
+        # no bus we could use (check_runtime_dir reports the directory itself).
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
+            raise
         return False
 
 

@@ -85,6 +85,21 @@ class PullProgress:
             if task is not None:
                 self._progress.update(task, advance=nbytes)
 
+    def retry(self, digest: str | None, attempt: int, attempts: int, reason: str) -> None:
+        """A request is about to be tried again: on the blob's line (a bar's label, or a
+        line of its own), or as a message when no blob is concerned (a manifest)."""
+        if self.quiet:
+            return
+        label = f"retrying ({attempt}/{attempts}): {reason}"
+        with self._lock:
+            task = self._tasks.get(digest) if digest else None
+            if task is not None:
+                self._progress.update(task, description=f"{short_digest(digest or '')} {label}")
+            elif digest:
+                self._emit(f"Copying blob {short_digest(digest)} {label}")
+            else:
+                self._emit(label[0].upper() + label[1:])
+
     def layer_done(self, digest: str, *, skipped: bool = False) -> None:
         """`skipped`: the blob was already in the store."""
         if self.quiet:
@@ -94,7 +109,8 @@ class PullProgress:
             if task is not None:
                 total = self._sizes.get(digest)
                 self._progress.update(
-                    task, completed=total if total is not None else self._done.get(digest, 0)
+                    task, completed=total if total is not None else self._done.get(digest, 0),
+                    description=short_digest(digest),
                 )
                 return
             if skipped:

@@ -2,12 +2,15 @@
 
     1. parse the reference (bad ones fail here, before any network access);
     2. resolve index → manifest → config through the registry client (each verified);
-    3. download missing layer blobs with a bounded thread pool straight into the blob store
-       (hashed while they stream; a mismatch discards the temporary file);
-    4. join the threads, then ONE fork into the user namespace (unshare(CLONE_NEWUSER) is
-       refused in a multi-threaded process: user_namespaces(7), unshare(2) EINVAL), which
-       unpacks every missing layer, several at once in forked workers;
-    5. record the image under its name.
+    3. ONE fork into the user namespace, before any thread exists (unshare(CLONE_NEWUSER) is
+       refused in a multi-threaded process: user_namespaces(7), unshare(2) EINVAL): the
+       unpacker, which extracts every missing layer, several at once in forked workers;
+    4. download the missing blobs with a bounded thread pool straight into the blob store
+       (hashed while they stream; a mismatch discards the temporary file), handing each file
+       to the unpacker as it grows (blobfeed.py), so that download and unpacking overlap;
+       the unpacker verifies the blob digest over what it extracted, and renames a layer
+       into place only then;
+    5. wait for the unpacker, then record the image under its name.
 
 The store lock is held shared from step 2 to 5 so `rl image prune` cannot collect blobs and
 layers this pull has not recorded yet.
@@ -25,11 +28,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rootless.errors import ImageError, RlError
-from rootless.image.store import LocalImage, Store
+from rootless.image.store import LayerSource, LocalImage, Store
 
 if TYPE_CHECKING:
+    from rootless.image.blobfeed import BlobFeed
     from rootless.image.manifest import Descriptor
     from rootless.image.reference import Reference
+    from rootless.image.registry import RetryPolicy
     from rootless.paths import Paths
 
 DOWNLOAD_THREADS = 3
@@ -60,26 +65,30 @@ def pull_image(
     insecure_registries: Sequence[str] = (),
     env: dict[str, str] | None = None,
     progress: Any = None,
+    policy: RetryPolicy | None = None,
 ) -> LocalImage:
-    """Pull ref_text into the store and return the recorded image."""
+    """Pull ref_text into the store and return the recorded image. `policy`: time-outs and
+    retries (registry.py; the default is what the README documents)."""
     from rootless.image.auth import find_credentials
     from rootless.image.manifest import parse_platform, resolve_image
     from rootless.image.progress import PullProgress
     from rootless.image.reference import parse_reference
-    from rootless.image.registry import RegistryClient
+    from rootless.image.registry import DEFAULT_POLICY, RegistryClient
 
     ref = parse_reference(ref_text)
     wanted = parse_platform(platform) if platform else None
     store = store or Store(paths)
     env = dict(os.environ) if env is None else env
     insecure = ref.registry in insecure_registries or ref.api_registry in insecure_registries
+    progress = progress or PullProgress(quiet=quiet)
     client = RegistryClient(
         ref.registry,
         tls_verify=(not insecure) if tls_verify is None else tls_verify,
         insecure=insecure,
         credentials=find_credentials(ref.registry, paths, env),
+        policy=policy or DEFAULT_POLICY,
+        on_retry=lambda attempt, attempts, reason: progress.retry(None, attempt, attempts, reason),
     )
-    progress = progress or PullProgress(quiet=quiet)
     store.ensure_dirs()
     store.clean_tmp()
     try:
@@ -89,13 +98,20 @@ def pull_image(
             progress.message("Getting image source signatures")
             config = json.loads(resolved.config)
             jobs = layer_jobs(resolved.layers, resolved.diff_ids)
-            missing = [j for j in jobs if not store.has_layer(j.diff_id)]
-            _download(client, ref, store, missing, progress, jobs)
+            # largest first, on both sides: the unpacker follows the downloads' order
+            missing = sorted((j for j in jobs if not store.has_layer(j.diff_id)),
+                             key=lambda j: j.size, reverse=True)
+            unpacker = Unpacker(store, missing)  # forks: before the download threads
+            try:
+                _download(client, ref, store, missing, progress, jobs, unpacker.feeds)
+            except BaseException:
+                unpacker.abort()
+                raise
+            unpacker.wait()
             progress.message(f"Copying config {resolved.config_descriptor.digest[7:19]} done")
             store.write_blob_bytes(resolved.manifest, resolved.manifest_digest)
             store.write_blob_bytes(resolved.config, resolved.config_descriptor.digest)
             progress.message("Writing manifest to image destination")
-            unpack_layers(store, missing)
             image = store.add_image(
                 manifest_digest=resolved.manifest_digest,
                 config_digest=resolved.config_descriptor.digest,
@@ -108,6 +124,63 @@ def pull_image(
         progress.finish()
         client.close()
     return image
+
+
+class Unpacker:
+    """The unpacking child of one pull, started at once (see the module's doc, step 3).
+
+    Layers whose blob the store lacks get a feed (blobfeed.py): the download hands the file
+    over while writing it. wait() re-raises the child's failure; abort() tells the child that
+    the downloads failed, waits for it, and keeps quiet about its (consequent) failure.
+    """
+
+    def __init__(self, store: Store, jobs: list[LayerJob],
+                 notify: Callable[[str], None] = _stderr_notice) -> None:
+        from rootless.image.blobfeed import feed_pair
+
+        self.feeds: dict[str, BlobFeed] = {}
+        self._sockets = []
+        ends: dict[str, Any] = {}
+        for job in jobs:
+            if job.blob_digest not in ends and not store.has_blob(job.blob_digest):
+                feed, end = feed_pair()
+                self.feeds[job.blob_digest] = feed
+                ends[job.blob_digest] = end
+                self._sockets.append(end)
+
+        sources = [LayerSource(j.diff_id, j.compression, j.blob_digest, j.size,
+                               ends.get(j.blob_digest)) for j in jobs]
+
+        def run() -> None:
+            store.clean_layer_tmp()
+            store.extract_layers(sources, notify=notify,
+                                 workers=min(UNPACK_WORKERS, len(jobs), os.cpu_count() or 1))
+
+        self._started = None
+        if jobs:
+            store.mark_layer_root()
+            self._started = store.start_as_root(run, "rl:[unpack]")
+
+    def abort(self) -> None:
+        for feed in self.feeds.values():
+            feed.fail()
+        with contextlib.suppress(RlError):
+            self.wait()
+
+    def wait(self) -> None:
+        started, self._started = self._started, None
+        try:
+            if started is not None:
+                started.wait()
+        except ImageError:
+            raise
+        except RlError as exc:
+            raise ImageError(exc.message, exc.hint) from None
+        finally:
+            for feed in self.feeds.values():
+                feed.close()
+            for end in self._sockets:
+                end.close()
 
 
 def _image_name(ref: Reference) -> str:
@@ -134,9 +207,10 @@ def layer_jobs(layers: list[Descriptor], diff_ids: list[str]) -> list[LayerJob]:
 
 
 def _download(client: Any, ref: Reference, store: Store, missing: list[LayerJob],
-              progress: Any, jobs: list[LayerJob]) -> None:
-    """Fetch the blobs of missing layers, DOWNLOAD_THREADS at a time; re-raise the first
-    failure after stopping the others (their temporary files are removed as they stop)."""
+              progress: Any, jobs: list[LayerJob], feeds: dict[str, BlobFeed]) -> None:
+    """Fetch the blobs of missing layers, DOWNLOAD_THREADS at a time, in the order given;
+    re-raise the first failure after stopping the others (their temporary files are removed
+    and their feeds told as they stop)."""
     from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     wanted = {j.blob_digest: j for j in missing}
@@ -146,7 +220,8 @@ def _download(client: Any, ref: Reference, store: Store, missing: list[LayerJob]
     stop = threading.Event()
 
     def fetch(job: LayerJob) -> None:
-        if store.has_blob(job.blob_digest):
+        feed = feeds.get(job.blob_digest)
+        if feed is None and store.has_blob(job.blob_digest):
             progress.layer_done(job.blob_digest, skipped=True)
             return
 
@@ -156,11 +231,15 @@ def _download(client: Any, ref: Reference, store: Store, missing: list[LayerJob]
         def open_chunks() -> Iterator[Iterator[bytes]]:
             fetched.append(True)
             progress.layer_started(job.blob_digest, job.size)
-            with client.blob_stream(ref.repository, job.blob_digest, job.size) as chunks:
+            def on_retry(attempt: int, attempts: int, reason: str) -> None:
+                progress.retry(job.blob_digest, attempt, attempts, reason)
+
+            with client.blob_stream(ref.repository, job.blob_digest, job.size,
+                                    on_retry) as chunks:
                 yield _until(stop, chunks)
 
         store.ensure_blob(job.blob_digest, job.size, open_chunks,
-                          on_chunk=lambda n: progress.advance(job.blob_digest, n))
+                          on_chunk=lambda n: progress.advance(job.blob_digest, n), feed=feed)
         # not fetched: another pull stored it while this one waited for the blob's lock
         progress.layer_done(job.blob_digest, skipped=not fetched)
 
@@ -190,78 +269,9 @@ def _until(stop: threading.Event, chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 def unpack_layers(store: Store, jobs: list[LayerJob],
                   notify: Callable[[str], None] = _stderr_notice) -> None:
-    """Extract every job's blob into its layer directory, in one user-namespace child that
-    forks up to UNPACK_WORKERS extractors (largest layers first)."""
-    if not jobs:
-        return
-    ordered = sorted(jobs, key=lambda j: j.size, reverse=True)
-
-    def run() -> None:
-        store.clean_layer_tmp()
-        workers = min(UNPACK_WORKERS, len(ordered), os.cpu_count() or 1)
-        if workers <= 1:
-            for job in ordered:
-                store.extract_layer(job.diff_id, job.compression, job.blob_digest, notify)
-            return
-        run_parallel([
-            (lambda job=job: store.extract_layer(job.diff_id, job.compression,
-                                                 job.blob_digest, notify))
-            for job in ordered
-        ], workers)
-
-    try:
-        store.as_root(run, "rl:[unpack]")
-    except ImageError:
-        raise
-    except RlError as exc:
-        raise ImageError(exc.message, exc.hint) from None
-
-
-def run_parallel(tasks: list[Callable[[], object]], workers: int) -> None:
-    """Run tasks in up to `workers` forked processes; raise the first failure as ImageError.
-
-    Called inside the namespace child, which is single-threaded, so fork is safe.
-    """
-    from rootless.primitives.channel import error_message
-
-    pending = list(enumerate(tasks))
-    running: dict[int, int] = {}  # pid -> read end of its error pipe
-    errors: list[dict[str, Any]] = []
-    while pending or running:
-        while pending and len(running) < workers and not errors:
-            _, task = pending.pop(0)
-            r, w = os.pipe()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:
-                code = 0
-                try:
-                    os.close(r)
-                    task()
-                except BaseException as exc:  # noqa: BLE001 - reported to the parent
-                    os.write(w, json.dumps(error_message("unpacking a layer", exc)).encode()[:60000])
-                    code = 1
-                finally:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                    os._exit(code)
-            os.close(w)
-            running[pid] = r
-        if not running:
-            break
-        pid, status = os.wait()
-        r = running.pop(pid, None)
-        if r is None:
-            continue
-        with os.fdopen(r, "rb") as f:
-            data = f.read()
-        if os.waitstatus_to_exitcode(status) != 0:
-            errors.append(json.loads(data) if data else
-                          {"message": f"a layer extractor exited with status {status}"})
-    if errors:
-        first = errors[0]
-        raise ImageError(first.get("message") or "unpacking a layer failed", first.get("hint"))
+    """Extract every job's stored blob into its layer directory, in one user-namespace child
+    that forks up to UNPACK_WORKERS extractors (largest layers first): `rl load`."""
+    Unpacker(store, sorted(jobs, key=lambda j: j.size, reverse=True), notify).wait()
 
 
 def short_name_candidates(text: str, search: Sequence[str]) -> list[str]:

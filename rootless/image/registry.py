@@ -20,8 +20,17 @@ per client.
 
 Everything fetched is verified: manifests against the digest asked for (or hashed when asked
 by tag, with Docker-Content-Digest as a cross-check only), blobs against their digest and
-descriptor size as they stream. Transient failures (connection errors, 408, 429 with
-Retry-After, 5xx) are retried with exponential backoff.
+descriptor size as they stream.
+
+Time-outs and retries (RetryPolicy; README "Registries that do not answer"): a connection
+must be made within 10 s and the registry must send something at least every 15 s. A
+request that fails for a transient reason (no connection, a time-out, a reset, 408, 429
+with Retry-After, 5xx) is tried again after 0.5, 1 and 2 s, but no new attempt starts more
+than 45 s after the first: a registry that accepts connections and never answers fails a
+request in about 47 s. A blob download that breaks after it started is resumed where it
+stopped (an HTTP Range request; a registry that ignores Range sends the whole blob again
+and rl skips what it has), at most 20 times per blob, and not once the registry has sent
+nothing for 45 s. Each retry is reported (on_retry), so that the progress line shows it.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urljoin, urlsplit
@@ -57,6 +67,42 @@ _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
 USER_AGENT = "rl/0.1 (rootless containers)"
 
 Content = bytes | Callable[[], Iterator[bytes]] | None
+# on_retry(attempt, attempts, reason): attempt 2 of 4 is about to start because of `reason`
+OnRetry = Callable[[int, int, str], None]
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long rl waits for a registry and how often it tries again (module doc)."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 15.0  # the longest silence accepted, before or inside an answer
+    retries: int = 3
+    backoff: float = 0.5  # the first pause; doubled after each attempt
+    budget: float = 45.0  # no new attempt starts later than this after the first one
+    max_retry_after: float = 30.0
+    resumes: int = 20  # resumed blob downloads, at most, per blob
+
+    def delay(self, attempt: int) -> float:
+        """The pause before attempt `attempt + 1` (attempt counts from 0)."""
+        return float(self.backoff * 2**attempt)
+
+    def may_retry(self, attempt: int, elapsed: float) -> bool:
+        """Whether attempt `attempt + 1` may start, `elapsed` seconds after the first."""
+        return attempt < self.retries and elapsed <= self.budget
+
+    def worst_case(self) -> float:
+        """The longest one request to a registry that never answers can take."""
+        elapsed = self.connect_timeout + self.read_timeout
+        attempt = 0
+        while self.may_retry(attempt, elapsed):
+            elapsed += self.delay(attempt) + self.connect_timeout + self.read_timeout
+            attempt += 1
+        return elapsed
+
+
+DEFAULT_POLICY = RetryPolicy()
 
 
 def new_hasher(digest: str) -> hashlib._Hash:
@@ -123,25 +169,23 @@ class RegistryClient:
         tls_verify: bool = True,
         insecure: bool = False,
         credentials: Credentials | None = None,
-        timeout: float = 60.0,
-        retries: int = 3,
-        backoff: float = 0.5,
-        max_retry_after: float = 30.0,
+        policy: RetryPolicy = DEFAULT_POLICY,
+        on_retry: OnRetry | None = None,
     ) -> None:
         self.registry = registry
         self.host = api_host(registry)
         self.insecure = insecure or not tls_verify
         self.credentials = credentials
-        self.retries = retries
-        self.backoff = backoff
-        self.max_retry_after = max_retry_after
+        self.policy = policy
+        # reports the retries of requests other than blob downloads (those have their own)
+        self.on_retry = on_retry
         self._scheme: str | None = None if self.insecure else "https"
         self._challenge: tuple[str, dict[str, str]] | None = None
         self._tokens: dict[str, _Token] = {}
         self._lock = threading.Lock()
         self._client = httpx.Client(
             verify=not self.insecure,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
+            timeout=httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout),
             follow_redirects=False,
             headers={"User-Agent": USER_AGENT},
         )
@@ -165,8 +209,12 @@ class RegistryClient:
 
     def _probe_scheme(self) -> str:
         # Insecure registries: HTTPS without verification when it answers at all, else HTTP.
+        # A plain-HTTP server answers a TLS hello at once (an error or a close); only a
+        # registry that answers nothing at all waits for the whole (shorter) time-out here.
+        probe = min(self.policy.read_timeout, 5.0)
         try:
-            with self._client.stream("GET", f"https://{self.host}/v2/"):
+            with self._client.stream("GET", f"https://{self.host}/v2/",
+                                     timeout=httpx.Timeout(probe, connect=self.policy.connect_timeout)):
                 return "https"
         except httpx.TransportError:
             return "http"
@@ -186,8 +234,16 @@ class RegistryClient:
         headers: dict[str, str] | None = None,
         content: Content = None,
         auth: Callable[[], dict[str, str]] | None = None,
+        on_retry: OnRetry | None = None,
+        since: float | None = None,
     ) -> httpx.Response:
-        """One request with retries for transient failures; the response is streamed."""
+        """One request with retries for transient failures; the response is streamed.
+
+        The retry budget counts from `since` (default: now): a resumed blob download passes
+        the time its last byte arrived, so that a registry silent for that long gives up."""
+        policy = self.policy
+        report = on_retry or self.on_retry
+        first = time.monotonic() if since is None else since
         attempt = 0
         while True:
             request_headers = dict(headers or {})
@@ -205,32 +261,56 @@ class RegistryClient:
                         f"{what}: TLS with registry {self.registry} failed: {exc}",
                         "if it is a plain-HTTP registry you trust, use --tls-verify=false",
                     ) from None
-                if attempt < self.retries:
-                    self._sleep(self.backoff * 2**attempt)
+                reason = self._transport_reason(exc)
+                if policy.may_retry(attempt, time.monotonic() - first):
+                    self._retry(report, attempt, reason)
                     attempt += 1
                     continue
                 raise RegistryError(
-                    f"{what}: cannot reach registry {self.registry}: {exc or type(exc).__name__}",
+                    f"{what}: {reason} ({attempt + 1} attempt{'s' if attempt else ''} in "
+                    f"{time.monotonic() - first:.0f} s)",
                     "check the registry name and your network; for a plain-HTTP registry "
                     "use --tls-verify=false",
                 ) from None
-            if response.status_code in TRANSIENT_STATUS and attempt < self.retries:
+            if response.status_code in TRANSIENT_STATUS and policy.may_retry(
+                    attempt, time.monotonic() - first):
                 delay = self._retry_after(response) if response.status_code in (429, 503) else None
                 response.close()
-                self._sleep(delay if delay is not None else self.backoff * 2**attempt)
+                self._retry(report, attempt, f"HTTP {response.status_code}", delay)
                 attempt += 1
                 continue
             return response
+
+    def _retry(self, report: OnRetry | None, attempt: int, reason: str,
+               delay: float | None = None) -> None:
+        """Say that attempt `attempt + 2` is coming, then pause before it."""
+        if report is not None:
+            report(attempt + 2, self.policy.retries + 1, reason)
+        self._sleep(self.policy.delay(attempt) if delay is None else delay)
 
     def _retry_after(self, response: httpx.Response) -> float | None:
         value = response.headers.get("Retry-After", "").strip()
         if not value.isdigit():
             return None
-        return min(float(value), self.max_retry_after)
+        return min(float(value), self.policy.max_retry_after)
 
     def _sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds)
+
+    def _transport_reason(self, exc: httpx.TransportError) -> str:
+        """What went wrong with the connection, in the user's words."""
+        if isinstance(exc, httpx.ConnectTimeout):
+            return f"cannot connect to registry {self.registry} within {self.policy.connect_timeout:g} s"
+        if isinstance(exc, httpx.TimeoutException):
+            return f"registry {self.registry} sent nothing for {self.policy.read_timeout:g} s"
+        if isinstance(exc, httpx.ConnectError):
+            return f"cannot reach registry {self.registry}: {exc or type(exc).__name__}"
+        if isinstance(exc, httpx.RemoteProtocolError):
+            return f"registry {self.registry} closed the connection early"
+        if isinstance(exc, httpx.ReadError):
+            return f"the connection to registry {self.registry} broke: {exc or 'reset'}"
+        return f"registry {self.registry}: {exc or type(exc).__name__}"
 
     def _request(
         self,
@@ -241,6 +321,8 @@ class RegistryClient:
         what: str,
         headers: dict[str, str] | None = None,
         content: Content = None,
+        on_retry: OnRetry | None = None,
+        since: float | None = None,
     ) -> httpx.Response:
         """A request to the registry itself: authenticated as its last challenge asked."""
         url = self._url(path_or_url)
@@ -253,6 +335,8 @@ class RegistryClient:
                 headers=headers,
                 content=content,
                 auth=lambda: self._auth_headers(scope, what),
+                on_retry=on_retry,
+                since=since,
             )
             if response.status_code != 401 or refreshed:
                 return response
@@ -464,34 +548,42 @@ class RegistryClient:
 
     @contextmanager
     def blob_stream(
-        self, repository: str, digest: str, size: int | None
+        self, repository: str, digest: str, size: int | None, on_retry: OnRetry | None = None
     ) -> Iterator[Iterator[bytes]]:
-        """Chunks of a blob, verified while they stream.
+        """Chunks of a blob, verified while they stream, resumed when the download breaks.
 
         The iterator raises RegistryError when more than `size` bytes arrive, and after the
         last chunk when the size or digest is wrong: the consumer must then discard what it
         wrote. Redirects (to a storage host) are followed without the Authorization header
-        unless they stay on the registry's own origin.
+        unless they stay on the registry's own origin. on_retry hears of every retry.
         """
         hasher = new_hasher(digest)
         name = f"{self.registry}/{repository}@{digest}"
         what = f"fetching blob {name}"
-        response = self._blob_response(repository, digest, what, name)
+        download = _BlobDownload(self, repository, digest, size, what, name, on_retry)
+        download.response = self._blob_response(repository, digest, what, name, 0, on_retry)
         try:
-            length = response.headers.get("Content-Length")
+            length = download.response.headers.get("Content-Length")
             if size is not None and length is not None and length.isdigit() and int(length) != size:
                 raise RegistryError(
                     f"{what}: the registry sends {length} bytes but the descriptor says {size}"
                 )
-            yield self._verified(response, hasher, digest, size, what)
+            yield download.chunks(hasher)
         finally:
-            response.close()
+            download.response.close()
 
-    def _blob_response(self, repository: str, digest: str, what: str, name: str) -> httpx.Response:
+    def _blob_response(self, repository: str, digest: str, what: str, name: str,
+                       start: int = 0, on_retry: OnRetry | None = None,
+                       since: float | None = None) -> httpx.Response:
+        """The answer to GET blob, from byte `start` on (a Range request) when start > 0:
+        status 206 when the registry honours the range, 200 when it sends it all."""
         headers = {"Accept-Encoding": "identity"}
+        if start:
+            headers["Range"] = f"bytes={start}-"
         scope = _scope(repository)
         url = self._url(f"/v2/{repository}/blobs/{digest}")
-        response = self._request("GET", url, scope=scope, what=what, headers=headers)
+        response = self._request("GET", url, scope=scope, what=what, headers=headers,
+                                 on_retry=on_retry, since=since)
         for _ in range(MAX_REDIRECTS):
             if response.status_code not in _REDIRECT_STATUS:
                 break
@@ -501,45 +593,18 @@ class RegistryClient:
                 raise RegistryError(f"{what}: {self.registry} redirected without a Location")
             url = urljoin(url, location)
             if _same_origin(url, self.base_url):
-                response = self._request("GET", url, scope=scope, what=what, headers=headers)
+                response = self._request("GET", url, scope=scope, what=what, headers=headers,
+                                         on_retry=on_retry, since=since)
             else:
                 # Another host (a CDN or object store): rl's credentials never go there.
-                response = self._send("GET", url, what=what, headers=headers)
+                response = self._send("GET", url, what=what, headers=headers, on_retry=on_retry,
+                                      since=since)
         else:
             response.close()
             raise RegistryError(f"{what}: more than {MAX_REDIRECTS} redirects")
-        if response.status_code != 200:
-            raise self._fail(response, what, name)
-        return response
-
-    def _verified(
-        self,
-        response: httpx.Response,
-        hasher: hashlib._Hash,
-        digest: str,
-        size: int | None,
-        what: str,
-    ) -> Iterator[bytes]:
-        received = 0
-        try:
-            for chunk in response.iter_bytes(BLOB_CHUNK):
-                received += len(chunk)
-                if size is not None and received > size:
-                    raise RegistryError(f"{what}: more data than the descriptor's {size} bytes")
-                hasher.update(chunk)
-                yield chunk
-        except httpx.TransportError as exc:
-            raise RegistryError(
-                f"{what}: the download from {self.registry} broke off: {exc}"
-            ) from None
-        if size is not None and received != size:
-            raise RegistryError(f"{what}: received {received} bytes, the descriptor says {size}")
-        actual = f"{hasher.name}:{hasher.hexdigest()}"
-        if actual != digest:
-            raise RegistryError(
-                f"{what}: digest mismatch: the content has digest {actual}",
-                "the blob was altered in the registry or in transit; it was discarded",
-            )
+        if response.status_code == 200 or (start and response.status_code == 206):
+            return response
+        raise self._fail(response, what, name)
 
     def fetch_blob(self, repository: str, digest: str, size: int | None, dest: BinaryIO) -> None:
         """Write a verified blob to `dest` (the caller discards `dest` when this raises)."""
@@ -656,6 +721,90 @@ class RegistryClient:
         if claimed.startswith("sha256:") and claimed != digest:
             raise RegistryError(f"{what}: the registry stored digest {claimed}, rl sent {digest}")
         return digest
+
+
+class _BlobDownload:
+    """One blob's bytes across the attempts it takes (RetryPolicy: resumes)."""
+
+    def __init__(self, client: RegistryClient, repository: str, digest: str, size: int | None,
+                 what: str, name: str, on_retry: OnRetry | None) -> None:
+        self.client = client
+        self.repository = repository
+        self.digest = digest
+        self.size = size
+        self.what = what
+        self.name = name
+        self.on_retry = on_retry
+        self.response: httpx.Response | None = None
+
+    def chunks(self, hasher: hashlib._Hash) -> Iterator[bytes]:
+        policy = self.client.policy
+        received = 0
+        skip = 0  # bytes a full (200) answer repeats of what was already received
+        resumes = 0
+        quiet_since = time.monotonic()  # when the last byte arrived
+        while True:
+            assert self.response is not None
+            try:
+                for chunk in self.response.iter_bytes(BLOB_CHUNK):
+                    quiet_since = time.monotonic()
+                    if skip:
+                        dropped = min(skip, len(chunk))
+                        skip -= dropped
+                        chunk = chunk[dropped:]
+                        if not chunk:
+                            continue
+                    received += len(chunk)
+                    if self.size is not None and received > self.size:
+                        raise RegistryError(
+                            f"{self.what}: more data than the descriptor's {self.size} bytes")
+                    hasher.update(chunk)
+                    yield chunk
+                if skip:
+                    raise RegistryError(f"{self.what}: the registry's second answer is shorter "
+                                        "than its first")
+                break
+            except httpx.TransportError as exc:
+                self.response.close()
+                reason = self.client._transport_reason(exc)
+                silent = time.monotonic() - quiet_since
+                if resumes >= policy.resumes or not policy.may_retry(0, silent):
+                    raise RegistryError(
+                        f"{self.what}: the download broke off after {received} bytes "
+                        f"({resumes + 1} attempts): {reason}",
+                        "the registry or the network between keeps failing; try again later",
+                    ) from None
+                resumes += 1
+                if self.on_retry is not None:
+                    self.on_retry(resumes + 1, policy.resumes + 1,
+                                  f"{reason} after {received} bytes; resuming")
+                self.client._sleep(policy.delay(0))
+                self.response = self.client._blob_response(
+                    self.repository, self.digest, self.what, self.name, received, self.on_retry,
+                    since=quiet_since)
+                skip = self._skip(received)
+        if self.size is not None and received != self.size:
+            raise RegistryError(
+                f"{self.what}: received {received} bytes, the descriptor says {self.size}")
+        actual = f"{hasher.name}:{hasher.hexdigest()}"
+        if actual != self.digest:
+            raise RegistryError(
+                f"{self.what}: digest mismatch: the content has digest {actual}",
+                "the blob was altered in the registry or in transit; it was discarded",
+            )
+
+    def _skip(self, received: int) -> int:
+        """How much of the new answer repeats bytes already received (checks a 206's range)."""
+        assert self.response is not None
+        if self.response.status_code == 200:
+            return received  # the registry ignored Range: start over, skipping what rl has
+        found = _CONTENT_RANGE.fullmatch(self.response.headers.get("Content-Range", "").strip())
+        if found is None or int(found.group(1)) != received:
+            self.response.close()
+            raise RegistryError(f"{self.what}: the registry answered a range request for byte "
+                                f"{received} with Content-Range "
+                                f"{self.response.headers.get('Content-Range')!r}")
+        return 0
 
 
 def _scope(repository: str, push: bool = False) -> str:

@@ -26,16 +26,18 @@ the tar ends and the caller discards the directory.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 import tarfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
 from rootless.errors import ImageError, describe_oserror
+from rootless.image.layerstream import CHUNK, LayerStream, Readable, open_decompressed
+
+__all__ = ["CHUNK", "EntryError", "UnpackResult", "clean_name", "open_decompressed",
+           "remove_tree", "unpack_layer"]
 
 WHITEOUT_PREFIX = b".wh."
 OPAQUE_MARKER = b".wh..wh..opq"
@@ -43,16 +45,20 @@ OVERLAY_OPAQUE_XATTR = "user.overlay.opaque"
 # Every name longer than this is refused: PATH_MAX (linux/limits.h) bounds what any tool in
 # the container could open anyway.
 NAME_MAX_TOTAL = 4096
-CHUNK = 1 << 20
-# tarfile's stream buffer: it slices this buffer on every 512-byte header read, so a large
-# one costs more than it saves.
-TAR_BUFSIZE = 64 << 10
-
 _SKIPPED_KINDS = {
     tarfile.CHRTYPE: "character device",
     tarfile.BLKTYPE: "block device",
     tarfile.FIFOTYPE: "FIFO",
 }
+
+
+class EntryError(ImageError):
+    """A system call failed on one entry (ENOSPC, EIO...): the entry, the step, the errno."""
+
+    def __init__(self, action: str, cause: OSError) -> None:
+        super().__init__(describe_oserror(action, cause))
+        self.action = action
+        self.cause = cause
 
 
 @dataclass
@@ -62,113 +68,37 @@ class UnpackResult:
     notices: list[str] = field(default_factory=list)
 
 
-class _HashingReader:
-    """File-like view of a stream that hashes and counts every byte read through it."""
-
-    def __init__(self, raw: IO[bytes] | _Inflater) -> None:
-        self._raw = raw
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        self.hash.update(data)
-        self.size += len(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(CHUNK):
-            pass
-
-
-class _Inflater:
-    """gzip stream reader over zlib with large reads; handles concatenated gzip members."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self._z = zlib.decompressobj(wbits=31)
-        self._pending = b""
-        self._eof = False
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            n = CHUNK
-        out: list[bytes] = []
-        have = 0
-        while have < n and not self._eof:
-            if not self._pending:
-                self._pending = self._raw.read(CHUNK)
-                if not self._pending:
-                    if not self._z.eof and have == 0 and not out:
-                        # the decompressor may hold buffered output
-                        tail = self._z.flush()
-                        self._eof = True
-                        if tail:
-                            return tail
-                        raise ImageError("layer is a truncated gzip stream")
-                    self._eof = True
-                    break
-            try:
-                data = self._z.decompress(self._pending, n - have)
-            except zlib.error as exc:
-                raise ImageError(f"layer is not valid gzip: {exc}") from None
-            self._pending = self._z.unconsumed_tail
-            if self._z.eof:
-                rest = self._z.unused_data
-                self._z = zlib.decompressobj(wbits=31)
-                self._pending = rest
-                if not rest:
-                    more = self._raw.read(CHUNK)
-                    if not more:
-                        self._eof = True
-                    self._pending = more
-            if data:
-                out.append(data)
-                have += len(data)
-        return b"".join(out)
-
-
-def open_decompressed(raw: IO[bytes], compression: str) -> Any:
-    """A reader of the uncompressed tar stream; compression is mediatypes.COMPRESSION_*."""
-    if compression == "gzip":
-        return _Inflater(raw)
-    if compression == "zstd":
-        import zstandard  # imported only for zstd layers
-
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-    if compression == "none":
-        return raw
-    raise ImageError(f"unknown layer compression {compression!r}")
-
-
 def unpack_layer(
-    raw: IO[bytes],
+    raw: Readable,
     compression: str,
     dest: str | os.PathLike[str],
     expected_diff_id: str | None = None,
     *,
     chown: bool = True,
+    blob_digest: str | None = None,
+    blob_size: int | None = None,
 ) -> UnpackResult:
     """Decompress, hash and extract one layer into the existing, empty directory dest.
 
-    Raises ImageError when the layer is refused or its diff_id does not match; dest is then
-    in an undefined state and the caller removes it.
+    With blob_digest (and blob_size), the compressed bytes are verified as they stream, for
+    a blob read straight from the network. Raises ImageError when the layer is refused or a
+    digest does not match; dest is then in an undefined state and the caller removes it.
     """
-    reader = _HashingReader(open_decompressed(raw, compression))
+    stream = LayerStream(raw, compression, blob_digest=blob_digest, blob_size=blob_size)
     extractor = Extractor(dest, chown=chown)
     try:
-        extractor.extract(reader)
-        reader.drain()  # the tar's end blocks and padding are part of the diff_id
+        extractor.extract(stream)
+        stream.drain()  # the tar's end blocks and padding are part of the diff_id
     finally:
         extractor.close()
-    diff_id = "sha256:" + reader.hash.hexdigest()
-    if expected_diff_id is not None and diff_id != expected_diff_id:
+        stream.close()
+    if expected_diff_id is not None and stream.diff_id != expected_diff_id:
         raise ImageError(
             f"layer content does not match the image config: expected diff_id "
-            f"{expected_diff_id}, got {diff_id}",
+            f"{expected_diff_id}, got {stream.diff_id}",
             "the image is corrupt or was tampered with; it was not stored",
         )
-    return UnpackResult(diff_id, reader.size, extractor.notices())
+    return UnpackResult(stream.diff_id, stream.size, extractor.notices())
 
 
 def clean_name(name: bytes) -> list[bytes]:
@@ -232,6 +162,14 @@ class Extractor:
         # which empties the cache whenever it deletes a directory.
         self._dir_fds: dict[tuple[bytes, ...], int] = {}
         self._retired: list[int] = []  # forgotten fds a caller may still hold: closed later
+        self._step = ""  # what is being done to the current entry, for error messages
+        self._stream: LayerStream | None = None
+        # What rl creates is owned by its creator: when that is root (in the namespace), an
+        # entry owned by 0:0 needs no chown (the usual case, and one system call saved).
+        self._creator_is_root = os.geteuid() == 0 and os.getegid() == 0
+        # Entries are created with their final permission bits (no fchmod afterwards), so
+        # the process umask must not take any away; restored by close().
+        self._umask = os.umask(0)
 
     def close(self) -> None:
         self._forget_dirs()
@@ -239,6 +177,9 @@ class Extractor:
         if self.root_fd >= 0:
             os.close(self.root_fd)
             self.root_fd = -1
+        if self._umask >= 0:
+            os.umask(self._umask)
+            self._umask = -1
 
     def _forget_dirs(self) -> None:
         self._retired.extend(self._dir_fds.values())
@@ -263,10 +204,13 @@ class Extractor:
         return out
 
     # -- the loop --------------------------------------------------------------------------
-    def extract(self, stream: Any) -> None:
+    def extract(self, stream: LayerStream) -> None:
+        """Extract every member of the tar stream, then apply directory modes and times."""
+        self._stream = stream
         try:
-            tar = tarfile.open(fileobj=stream, mode="r|", bufsize=TAR_BUFSIZE,
-                               encoding="utf-8", errors="surrogateescape")
+            # "r" (seekable) mode over the stream's forward-only seek: see layerstream.py
+            tar = tarfile.TarFile(fileobj=stream, mode="r", encoding="utf-8",  # type: ignore[arg-type]
+                                  errors="surrogateescape")
         except tarfile.ReadError as exc:
             raise ImageError(f"layer is not a valid tar stream: {exc}") from None
         try:
@@ -301,10 +245,11 @@ class Extractor:
             parent = self._open_parent(parts[:-1], create=True)
         except OSError as exc:
             raise self._error(parts, "opening the parent directory", exc) from None
+        self._step = "creating it"
         try:
             self._create(tar, m, parent, parts)
         except OSError as exc:
-            raise self._error(parts, "creating", exc) from None
+            raise self._error(parts, self._step, exc) from None
 
     def _error(self, parts: list[bytes], action: str, exc: OSError) -> ImageError:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
@@ -313,7 +258,7 @@ class Extractor:
                 "rl never writes through a symlink",
                 "the layer is malformed or hostile; it was not stored",
             )
-        return ImageError(describe_oserror(f"unpacking layer entry {_show(parts)}: {action}", exc))
+        return EntryError(f"layer entry {_show(parts)}: {action}", exc)
 
     # -- walking ---------------------------------------------------------------------------
     def _open_parent(self, parts: list[bytes], *, create: bool) -> int:
@@ -337,7 +282,7 @@ class Extractor:
                 raise
             # implicit parents: root-owned 0755, as podman creates them
             os.mkdir(comp, 0o755, dir_fd=parent)
-            self._chown(comp, parent, 0, 0)
+            self._chown(comp, parent, 0, 0, created=True)
             fd = os.open(comp, flags, dir_fd=parent)
             self.dirs.setdefault(key, _DirMeta(list(parts), 0o755, 0, 0, -1))
         if len(self._dir_fds) >= 256:
@@ -345,11 +290,12 @@ class Extractor:
         self._dir_fds[key] = fd
         return fd
 
-    def _remove(self, parent: int, name: bytes, *, keep_dir: bool = False) -> bool:
+    def _remove(self, parent: int, parts: list[bytes], *, keep_dir: bool = False) -> bool:
         """Remove an existing entry (recursively for a directory, never following links).
 
         Returns True when a directory was kept because keep_dir was asked.
         """
+        name = parts[-1]
         try:
             st = os.lstat(name, dir_fd=parent)
         except FileNotFoundError:
@@ -361,72 +307,139 @@ class Extractor:
 
             self._forget_dirs()
             shutil.rmtree(name, dir_fd=parent)  # fd-based on Linux: symlink-attack resistant
+            self._forget_metadata(parts)
         else:
             os.unlink(name, dir_fd=parent)
         return False
 
+    def _forget_metadata(self, parts: list[bytes]) -> None:
+        """Drop the pending metadata of a removed directory and of every directory below it:
+        what is left in self.dirs is exactly the set of directories on disk, so the final
+        pass can treat any failure as an error."""
+        prefix = tuple(parts)
+        depth = len(prefix)
+        for key in [k for k in self.dirs if k[:depth] == prefix]:
+            del self.dirs[key]
+
     # -- entries ---------------------------------------------------------------------------
     def _create(self, tar: tarfile.TarFile, m: tarfile.TarInfo, parent: int, parts: list[bytes]) -> None:
+        """Create one entry. Names are created exclusively (O_EXCL, mkdirat, symlinkat,
+        linkat never replace): only when one exists already is it removed, so the usual
+        case costs no lookup."""
         name = parts[-1]
         if m.isdir():
-            if not self._remove(parent, name, keep_dir=True):
+            try:
                 os.mkdir(name, 0o700, dir_fd=parent)
-            self._chown(name, parent, m.uid, m.gid)
-            self._xattrs(m, name, parent)
+                created = True
+            except FileExistsError:
+                created = not self._remove(parent, parts, keep_dir=True)
+                if created:
+                    os.mkdir(name, 0o700, dir_fd=parent)
+            self._chown(name, parent, m.uid, m.gid, created=created)
+            if m.pax_headers:
+                self._dir_xattrs(m, name, parent)
             self._remember_dir(parts, m)
             return
-        self._remove(parent, name)
-        self.dirs.pop(tuple(parts), None)
         if m.isreg():
-            self._write_file(tar, m, parent, name)
+            self._write_file(tar, m, parent, parts)
         elif m.issym():
-            os.symlink(os.fsencode(m.linkname), name, dir_fd=parent)
-            self._chown(name, parent, m.uid, m.gid)
+            target = os.fsencode(m.linkname)
+            try:
+                os.symlink(target, name, dir_fd=parent)
+            except FileExistsError:
+                self._remove(parent, parts)
+                os.symlink(target, name, dir_fd=parent)
+            self._chown(name, parent, m.uid, m.gid, created=True)
+            self._utime(name, parent, m.mtime)
         elif m.islnk():
-            self._hardlink(m, parent, name)
-            return  # a hard link shares the target's inode: owner, mode and times are its
+            self._hardlink(m, parent, parts)
+            # a hard link shares the target's inode: owner, mode and times are its
         else:
+            self._remove(parent, parts)
             kind = f"entry of unknown type {m.type!r}"
             self.skipped[kind] = self.skipped.get(kind, 0) + 1
-            return
-        if not m.issym():
-            self._xattrs(m, name, parent)
-        self._utime(name, parent, m.mtime)
 
-    def _write_file(self, tar: tarfile.TarFile, m: tarfile.TarInfo, parent: int, name: bytes) -> None:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600, dir_fd=parent)
+    def _write_file(self, tar: tarfile.TarFile, m: tarfile.TarInfo, parent: int,
+                    parts: list[bytes]) -> None:
+        name = parts[-1]
+        mode = m.mode & 0o7777
+        owned = self._already_owned(m.uid, m.gid)
+        # chown(2) and write(2) clear setuid/setgid (should_remove_suid() in the kernel): a
+        # file with special bits gets its mode after its data and owner.
+        late_mode = bool(mode & 0o7000)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        create_mode = 0o600 if late_mode else mode
         try:
-            src = tar.extractfile(m)
-            sparse = m.issparse()
-            if src is not None:
-                zeros = bytes(CHUNK) if sparse else b""
-                while True:
-                    chunk = src.read(CHUNK)
-                    if not chunk:
-                        break
-                    if sparse and chunk == zeros[: len(chunk)]:
-                        os.lseek(fd, len(chunk), os.SEEK_CUR)  # keep the hole
-                        continue
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view):]
-                if sparse:
-                    os.ftruncate(fd, m.size)
-            self._fchown(fd, m.uid, m.gid)
-            # after chown, which clears setuid/setgid (chown(2))
-            os.fchmod(fd, m.mode & 0o7777)
+            fd = os.open(name, flags, create_mode, dir_fd=parent)
+        except FileExistsError:
+            self._remove(parent, parts)
+            fd = os.open(name, flags, create_mode, dir_fd=parent)
+        try:
+            self._step = "writing its data"
+            if m.issparse():
+                self._write_sparse(tar, m, fd)
+            else:
+                self._write_data(m, fd)
+            if not owned:
+                self._fchown(fd, m.uid, m.gid)
+            if late_mode:
+                self._step = f"setting its mode to {mode:04o}"
+                os.fchmod(fd, mode)
+            if m.pax_headers:
+                self._xattrs(m, fd)
+            ns = _mtime_ns(m.mtime)
+            self._step = "setting its modification time"
+            os.utime(fd, ns=(ns, ns))
         finally:
             os.close(fd)
 
-    def _hardlink(self, m: tarfile.TarInfo, parent: int, name: bytes) -> None:
+    def _write_data(self, m: tarfile.TarInfo, fd: int) -> None:
+        """m.size bytes from the stream, where tarfile left it: at the member's data."""
+        assert self._stream is not None
+        remaining = m.size
+        while remaining:
+            data = self._stream.read_some(min(CHUNK, remaining))
+            if not data:
+                raise ImageError(f"layer entry {_show(os.fsencode(m.name))}: the tar stream "
+                                 "ends inside its data", "the layer is truncated or corrupt")
+            remaining -= len(data)
+            written = os.write(fd, data)
+            if written < len(data):
+                view = memoryview(data)[written:]
+                while view:
+                    view = view[os.write(fd, view):]
+
+    def _write_sparse(self, tar: tarfile.TarFile, m: tarfile.TarInfo, fd: int) -> None:
+        """A sparse member through tarfile's map of it, keeping its holes."""
+        src = tar.extractfile(m)
+        if src is None:
+            return
+        zeros = bytes(CHUNK)
+        while chunk := src.read(CHUNK):
+            if chunk == zeros[: len(chunk)]:
+                os.lseek(fd, len(chunk), os.SEEK_CUR)  # keep the hole
+                continue
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
+        os.ftruncate(fd, m.size)
+
+    def _hardlink(self, m: tarfile.TarInfo, parent: int, parts: list[bytes]) -> None:
+        name = parts[-1]
         target = clean_name(os.fsencode(m.linkname))
         if not target:
             raise ImageError(f"layer hard link {_show(name)} points at the layer root")
         try:
             tparent = self._open_parent(target[:-1], create=False)
             # linkat without AT_SYMLINK_FOLLOW: a symlink target is linked as the link itself
-            os.link(target[-1], name, src_dir_fd=tparent, dst_dir_fd=parent, follow_symlinks=False)
+            try:
+                os.link(target[-1], name, src_dir_fd=tparent, dst_dir_fd=parent,
+                        follow_symlinks=False)
+            except FileExistsError:
+                self._remove(parent, parts)
+                tparent = self._open_parent(target[:-1], create=False)  # the cache may be new
+                os.link(target[-1], name, src_dir_fd=tparent, dst_dir_fd=parent,
+                        follow_symlinks=False)
         except FileNotFoundError:
             raise ImageError(
                 f"layer hard link {_show(name)} points at {_show(target)}, which is not in "
@@ -463,8 +476,7 @@ class Extractor:
     def _make_whiteout(self, dir_parts: list[bytes], target: bytes) -> None:
         fd = self._open_dir_checked(dir_parts)
         try:
-            self._remove(fd, target)
-            self.dirs.pop(tuple(dir_parts + [target]), None)
+            self._remove(fd, dir_parts + [target])
             os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=fd)
         except OSError as exc:
             raise self._error(dir_parts + [target], "creating the whiteout", exc) from None
@@ -475,27 +487,37 @@ class Extractor:
         if not parts:
             self._fchown(self.root_fd, m.uid, m.gid)
 
-    def _chown(self, name: bytes, parent: int, uid: int, gid: int) -> None:
-        if not self.chown:
+    def _already_owned(self, uid: int, gid: int) -> bool:
+        """True when a freshly created entry already has this owner (no chown needed)."""
+        return not self.chown or (self._creator_is_root and uid == 0 and gid == 0)
+
+    # chown(2) in a user namespace answers EINVAL for an id the namespace does not map (the
+    # single-id mode has only 0): the entry keeps root as its owner and the user is told how
+    # many did (notices()). Any other errno is an error.
+    def _chown(self, name: bytes, parent: int, uid: int, gid: int, *, created: bool = False) -> None:
+        if created and self._already_owned(uid, gid) or not self.chown:
             return
+        self._step = f"setting its owner to {uid}:{gid}"
         try:
             os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
         except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.EPERM):
+            if exc.errno != errno.EINVAL:
                 raise
             self.chown_failures += 1
 
     def _fchown(self, fd: int, uid: int, gid: int) -> None:
         if not self.chown:
             return
+        self._step = f"setting its owner to {uid}:{gid}"
         try:
             os.fchown(fd, uid, gid)
         except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.EPERM):
+            if exc.errno != errno.EINVAL:
                 raise
             self.chown_failures += 1
 
-    def _xattrs(self, m: tarfile.TarInfo, name: bytes, parent: int) -> None:
+    def _xattrs(self, m: tarfile.TarInfo, fd: int) -> None:
+        """The entry's user.* extended attributes (SCHILY.xattr.* pax records) on fd."""
         for key, value in m.pax_headers.items():
             if not key.startswith("SCHILY.xattr."):
                 continue
@@ -503,40 +525,51 @@ class Extractor:
             if not attr.startswith("user.") or attr.startswith("user.overlay."):
                 self.dropped_xattrs += 1
                 continue
-            data = value.encode("utf-8", "surrogateescape")
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-                         dir_fd=parent)
-            try:
-                os.setxattr(fd, attr, data)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOTSUP, errno.EPERM, errno.E2BIG, errno.ERANGE):
-                    raise
-                self.dropped_xattrs += 1
-            finally:
-                os.close(fd)
+            # A user.* attribute the file system refuses (ENOTSUP, E2BIG...) is an error like
+            # any other: the image would differ from what its author built.
+            self._step = f"setting its extended attribute {attr}"
+            os.setxattr(fd, attr, value.encode("utf-8", "surrogateescape"))
+
+    def _dir_xattrs(self, m: tarfile.TarInfo, name: bytes, parent: int) -> None:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=parent)
+        try:
+            self._xattrs(m, fd)
+        finally:
+            os.close(fd)
 
     def _utime(self, name: bytes, parent: int, mtime: float) -> None:
-        ns = int(mtime * 1_000_000_000)
-        try:
-            os.utime(name, ns=(ns, ns), dir_fd=parent, follow_symlinks=False)
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EINVAL):
-                raise
+        ns = _mtime_ns(mtime)
+        self._step = "setting its modification time"
+        os.utime(name, ns=(ns, ns), dir_fd=parent, follow_symlinks=False)
 
     def _finish_dirs(self) -> None:
-        """Directory owners, modes and times, deepest first, after all their children exist."""
+        """Directory modes and times, deepest first, once all their children exist (creating
+        a child changes a directory's mtime). Owners were set when each was created."""
         for key in sorted(self.dirs, key=len, reverse=True):
             meta = self.dirs[key]
             try:
                 fd = self._open_parent(meta.parts, create=False)
-            except OSError:
-                continue  # replaced or removed by a later entry
-            if meta.parts:
-                self._fchown(fd, meta.uid, meta.gid)
-            os.fchmod(fd, meta.mode)
-            if meta.mtime >= 0:
-                ns = int(meta.mtime * 1_000_000_000)
-                os.utime(fd, ns=(ns, ns))
+                os.fchmod(fd, meta.mode)
+                if meta.mtime >= 0:
+                    ns = _mtime_ns(meta.mtime)
+                    os.utime(fd, ns=(ns, ns))
+            except OSError as exc:
+                raise self._error(meta.parts, "setting the directory's mode and time",
+                                  exc) from None
+            finally:
+                # The walk may have retired cached descriptors: close them now, not at the
+                # end, or thousands of directories exhaust RLIMIT_NOFILE (EMFILE).
+                self._close_retired()
+
+
+def _mtime_ns(mtime: float) -> int:
+    """A tar mtime as nanoseconds, refused when no file system could store it."""
+    ns = int(mtime * 1_000_000_000)
+    if not -(1 << 63) <= ns < (1 << 63):
+        raise ImageError(f"layer entry has an impossible modification time ({mtime})",
+                         "the layer is malformed; it was not stored")
+    return ns
 
 
 def remove_tree(path: str | os.PathLike[str]) -> None:
@@ -547,8 +580,8 @@ def remove_tree(path: str | os.PathLike[str]) -> None:
         parent = os.path.dirname(p)
         try:
             os.chmod(parent, 0o700)
-        except OSError:
-            pass
+        except FileNotFoundError:
+            pass  # removed meanwhile: func(p) says what is wrong, if anything
         func(p)
 
     if not os.path.lexists(path):

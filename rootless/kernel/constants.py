@@ -54,6 +54,19 @@ PR_GET_NO_NEW_PRIVS = 39
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
+# <linux/if_tun.h>: ioctls on /dev/net/tun, and the flags of TUNSETIFF
+TUNSETIFF = 0x400454CA
+TUNSETPERSIST = 0x400454CB
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+
+# <linux/netlink.h>, <linux/rtnetlink.h>: route change notifications
+NETLINK_ROUTE = 0
+RTM_NEWROUTE = 24
+RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_IPV6_ROUTE = 0x400
+RT_TABLE_MAIN = 254
+
 # <linux/capability.h>
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 LINUX_CAPABILITY_VERSION_3 = _LINUX_CAPABILITY_VERSION_3
@@ -98,4 +111,11 @@ TIOCGPTPEER = 0x5441
 # <linux/sockios.h>
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
+SIOCSIFADDR = 0x8916
+SIOCADDRT = 0x890B
 IFF_UP = 0x1
+
+# <linux/route.h>, <linux/rtnetlink.h>: an IPv6 route by ioctl (struct in6_rtmsg)
+RTF_UP = 0x0001
+RTF_GATEWAY = 0x0002
+RTN_UNICAST = 1

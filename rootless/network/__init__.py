@@ -46,15 +46,29 @@ class NetworkPlan:
     # the id maps (see PastaPlan); then the helper unshares CLONE_NEWNET right after
     # CLONE_NEWUSER and the launcher calls spawn() early and start() later.
     early_start = False
+    # With early_start: spawn() only once the id maps are written (else right after the user
+    # namespace exists, before them).
+    spawn_after_maps = False
 
-    def spawn(self, netns_pid: int, log: Any) -> None:
+    def netns_setup(self) -> int | None:
+        """Run by rl's helper inside the new network namespace, before the user-mode helper
+        starts (early_start plans only): prepare what it attaches to. A descriptor returned
+        goes to the launcher (and is closed here), which gives it to spawn()."""
+        return None
+
+    def spawn(self, netns_pid: int, log: Any, events_fd: int | None = None) -> None:
         """Start the user-mode helper without waiting for it (early_start plans only)."""
+
+    def running_pid(self) -> int | None:
+        """The user-mode helper's pid once spawn() started it (rl's helper kills it as soon as
+        the container's PID 1 is gone; stop() reaps it)."""
+        return None
 
     def start(self, netns_pid: int, log: Any) -> None:
         """Attach the user-mode helper to the namespace of netns_pid; return when it is ready."""
 
-    def stop(self) -> None:
-        """Stop the helper (idempotent)."""
+    def stop(self, log: Any = None) -> None:
+        """Stop the helper and reap it (idempotent)."""
 
     def keep_fds(self) -> tuple[int, ...]:
         """Descriptors the plan holds that must survive a close-all (the -d monitor)."""
@@ -66,10 +80,16 @@ DISCARDED_NOTICE = ("Port mappings have been discarded as one of the Host, Conta
 
 
 def default_mode(path: str | None = None) -> str:
-    """podman's rootless default: pasta when installed, else slirp4netns, else none."""
+    """slirp4netns when installed, else pasta, else none.
+
+    podman 4.3's rootless default is slirp4netns too (podman 5 prefers pasta). Measured here
+    (scripts/bench.py network; docs/performance.md), both reaped before rl exits: slirp4netns
+    adds ~3 ms to a run, pasta ~20 ms — its start costs ~10 ms of CPU (it zeroes large buffers)
+    and its exit ~10-15 ms. Both give IPv4 and IPv6 (rl configures slirp4netns's IPv6 before the
+    command starts), DNS, and no way to the host's loopback unless asked."""
     from rootless.network.spawn import find_program
 
-    for program in ("pasta", "slirp4netns"):
+    for program in ("slirp4netns", "pasta"):
         if find_program(program, path):
             return program
     return "none"
@@ -115,6 +135,9 @@ def plan_network(spec: Any, exposed_ports: list[str] | None = None,
 
 
 def _runtime_dir() -> str:
+    import os
+
     from rootless.paths import Paths
 
-    return str(Paths.from_env().runtime / "net")
+    # The string view: pathlib costs ~3 ms of every `rl run` with a network.
+    return os.path.join(Paths.from_env().runtime_dir, "net")

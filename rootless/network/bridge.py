@@ -5,10 +5,13 @@ holder, starting it first if none runs (rootless.network.netns_holder), and join
 gives an address and the pid of the process that is root of the network's user namespace N.
 The launcher's helper then enters N with setns instead of creating a user namespace (N has the
 user's default id maps already, so the launcher writes none), and creates the container's
-network namespace there. Starting: the launcher sends that namespace to the holder as a file
-descriptor (SCM_RIGHTS); the holder's bridge process adds a veth pair, routes and names, and
-slirp4netns's published ports. The connection stays open for the container's lifetime (the
-launcher, its helper and PID 1 share it): its end is the member's end, however rl ends.
+network namespace there. A container with other maps (--userns=keep-id, --uidmap) creates a
+user namespace of its own inside N first (rootless.primitives.userns.unshare_user_nested): its
+network namespace belongs to that one, which N's root may still enter. Starting: the launcher
+sends that namespace to the holder as a file descriptor (SCM_RIGHTS); the holder's bridge
+process adds a veth pair, routes and names, and slirp4netns's published ports. The connection
+stays open for the container's lifetime (the launcher, its helper and PID 1 share it): its end
+is the member's end, however rl ends.
 
 Names: the bridge's DNS responder (rootless.network.dnsd) answers for every member's container
 name and hostname, so containers that join later are found too. /etc/resolv.conf points at it.
@@ -69,7 +72,7 @@ class BridgePlan(NetworkPlan):
         # The membership connection: `rl run -d`'s monitor must keep it open.
         return (self.conn.fileno(),) if self.conn is not None else ()
 
-    def stop(self) -> None:
+    def stop(self, log: Any = None) -> None:
         if self.conn is not None:
             self.conn.close()  # the holder removes the veth, names and ports
             self.conn = None
@@ -85,10 +88,6 @@ def plan(mode: str, spec: Any, ports: list[Any], runtime_dir: str, hostname: str
     paths = Paths.from_env()
     if options:
         raise UsageError(f"--network {name}: a network name takes no options")
-    if spec.userns or spec.uidmaps or spec.gidmaps:
-        raise UsageError(f"--network {name} cannot be combined with --userns, --uidmap or --gidmap",
-                         hint="the containers of a network share its user namespace, which has "
-                              "the default id mapping")
     lock_fd = ipam.lock(paths, name)
     if lock_fd is None:
         raise UsageError(f"network {name!r} not found",

@@ -20,6 +20,7 @@ gateway's port 53.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -28,6 +29,7 @@ import time
 
 from rootless.kernel import constants as k
 from rootless.kernel import libc
+from rootless.network.holderlog import note
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,6 +41,8 @@ BRIDGE = "br0"
 TAP = "tap0"
 UPSTREAM_DNS = ("10.0.2.3", 53)  # slirp4netns's resolver (its default 10.0.2.0/24)
 DNS_TIMEOUT = 5.0
+# slirp4netns's resolver unreachable or refusing: answered SERVFAIL without a log line each.
+UPSTREAM_DOWN = (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH)
 
 
 def write_sysctl(name: str, value: str) -> None:
@@ -74,8 +78,10 @@ def keeper_main(chan: Channel, name: str, subnet: str, gateway: str, mapping: An
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the holder
         try:
             chan.send("error", **error_message(step, exc))
-        except OSError:
-            pass
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the holder is gone: nobody to tell
+        except OSError as send_exc:
+            note("bridge", f"report '{step}' to the holder", send_exc)
         os._exit(1)
     os._exit(0)
 
@@ -144,13 +150,16 @@ class Keeper:
             for n in self.owners.pop(msg["ifname"], []):
                 if self.names.get(n) == msg.get("ip"):
                     del self.names[n]
+            from pyroute2.netlink.exceptions import NetlinkError
+
             for index in self.ipr.link_lookup(ifname=msg["ifname"]):
                 # Deleting one end deletes the pair; gone already when the container's
                 # namespace died first.
                 try:
                     self.ipr.link("del", index=index)
-                except Exception:  # noqa: BLE001
-                    pass
+                except NetlinkError as exc:
+                    if exc.code != errno.ENODEV:
+                        raise
             return {}
         raise ValueError(f"unknown request {op!r}")
 
@@ -184,29 +193,48 @@ class Keeper:
 
         try:
             packet, client = self.dns.recvfrom(4096)
-        except OSError:
+        except OSError as exc:
+            # A UDP socket reports an earlier reply's ICMP "port unreachable" on its next call
+            # (ECONNREFUSED); EAGAIN when another wake-up took the datagram.
+            if exc.errno not in (errno.ECONNREFUSED, errno.EAGAIN):
+                note("bridge", "receive a DNS query", exc)
             return
         reply = answer(packet, self.names)
         if reply is not None:
-            self.dns.sendto(reply, client)
+            self.reply(reply, client)
             return
         upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         try:
             upstream.connect(UPSTREAM_DNS)
             upstream.send(packet)
-        except OSError:
+        except OSError as exc:
             upstream.close()
-            self.fail(packet, client)
+            if exc.errno not in UPSTREAM_DOWN:
+                note("bridge", f"forward a DNS query to {UPSTREAM_DNS[0]}", exc)
+            self.fail(packet, client)  # the client hears SERVFAIL, not silence
             return
         self.pending[upstream] = (client, packet, time.monotonic() + DNS_TIMEOUT)
 
     def on_upstream(self, sock: socket.socket) -> None:
-        client, _, _ = self.pending.pop(sock)
+        client, packet, _ = self.pending.pop(sock)
         try:
-            self.dns.sendto(sock.recv(65535), client)
-        except OSError:
-            pass
+            reply = sock.recv(65535)
+        except OSError as exc:
+            sock.close()
+            if exc.errno not in UPSTREAM_DOWN:
+                note("bridge", f"read the answer of {UPSTREAM_DNS[0]}", exc)
+            self.fail(packet, client)
+            return
         sock.close()
+        self.reply(reply, client)
+
+    def reply(self, data: bytes, client: Any) -> None:
+        try:
+            self.dns.sendto(data, client)
+        except OSError as exc:
+            # The client's port closed meanwhile (it gave up): its loss.
+            if exc.errno not in (errno.ECONNREFUSED, errno.EAGAIN):
+                note("bridge", f"answer the DNS client {client}", exc)
 
     def expire(self) -> None:
         now = time.monotonic()
@@ -221,7 +249,4 @@ class Keeper:
 
         reply = servfail(packet)
         if reply is not None:
-            try:
-                self.dns.sendto(reply, client)
-            except OSError:
-                pass
+            self.reply(reply, client)

@@ -33,7 +33,7 @@ def without_local_stub(text: str, upstream_path: str = SYSTEMD_UPSTREAM) -> str:
     try:
         with open(upstream_path) as f:
             upstream = [s for s in nameservers(f.read()) if not is_loopback(s)]
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):  # no systemd-resolved: no upstream list
         upstream = []
     lines: list[str] = []
     inserted = False

@@ -112,18 +112,24 @@ def definition_path(paths: Any, name: str) -> str:
 
 
 def load(paths: Any, name: str) -> dict[str, Any] | None:
+    path = definition_path(paths, name)
     try:
-        with open(definition_path(paths, name)) as f:
+        with open(path) as f:
             data = json.load(f)
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as exc:
+        from rootless.errors import NetworkError
+
+        raise NetworkError(f"network {name}: its definition {path} cannot be read: {exc}",
+                           hint=f"remove it with 'rl network rm {name}' and create it again") from None
     return data if isinstance(data, dict) else None
 
 
 def listing(paths: Any) -> list[dict[str, Any]]:
     try:
         names = sorted(os.listdir(definitions_dir(paths)))
-    except OSError:
+    except FileNotFoundError:  # no network was ever created
         return []
     out = []
     for entry in names:

@@ -27,6 +27,7 @@ joiner holds it from connect to reply), removes the socket and its state, and ex
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import select
@@ -34,6 +35,7 @@ import signal
 import socket
 
 from rootless.errors import NetworkError
+from rootless.network.holderlog import note
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -58,15 +60,18 @@ def connect(directory: str) -> Channel | None:
 
     try:
         dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
+    except FileNotFoundError:  # no holder has run since the last one cleaned up
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:
         # sun_path holds 108 bytes (unix(7)): a long XDG_RUNTIME_DIR goes through the fd link.
         sock.connect(f"/proc/self/fd/{dir_fd}/{CONTROL}")
-    except OSError:
+    except (FileNotFoundError, ConnectionRefusedError):  # no socket, or a dead holder's
         sock.close()
         return None
+    except OSError:
+        sock.close()
+        raise
     finally:
         os.close(dir_fd)
     return Channel(sock)
@@ -76,7 +81,9 @@ def read_state(directory: str) -> dict[str, Any] | None:
     try:
         with open(os.path.join(directory, STATE)) as f:
             data = json.load(f)
-    except (OSError, ValueError):
+    except FileNotFoundError:
+        return None
+    except ValueError:  # written whole by write_state (rename): not a holder's file
         return None
     if not isinstance(data, dict) or not os.path.exists(f"/proc/{data.get('pid', 0)}"):
         return None
@@ -207,6 +214,9 @@ class Holder:
             raise NetworkError("the network's bridge namespace could not be created")
         opts = slirp.parse_options(",".join(f"{k}={v}" for k, v in self.options.items()
                                             if k in ("allow_host_loopback", "mtu")))
+        # The members' addresses are IPv4 only (rootless.network.ipam): no IPv6 towards the
+        # bridge namespace, as before slirp4netns's enable_ipv6 became rl's default.
+        opts.enable_ipv6 = False
         plan = slirp.plan("", [], self.directory)
         plan.options = opts
         plan.api_socket = SLIRP_API  # relative to slirp4netns's working directory
@@ -284,8 +294,8 @@ class Holder:
                         if other.helper_pid:
                             try:
                                 os.kill(other.helper_pid, signal.SIGKILL)
-                            except OSError:
-                                pass
+                            except ProcessLookupError:
+                                pass  # ended meanwhile; it leaves as usual
                     m.chan.send("ok")
                 else:
                     raise NetworkError(f"unknown request {op!r}")
@@ -323,13 +333,14 @@ class Holder:
         for fid in m.forwards:
             try:
                 self.slirp_api({"execute": "remove_hostfwd", "arguments": {"id": fid}})
-            except (OSError, NetworkError, ValueError):
-                pass
+            except (OSError, NetworkError, ValueError) as exc:
+                # The member leaves either way; a port that stays forwarded must show.
+                note("netns", f"remove the forwarded port {fid} of {m.ip}", exc)
         if m.attached:
             try:
                 self.request_keeper("detach", ifname=m.ifname, ip=m.ip)
-            except Exception:  # noqa: BLE001
-                pass
+            except (OSError, NetworkError) as exc:
+                note("netns", f"detach {m.ifname} ({m.ip})", exc)
         self.write_state()
 
     # -- published ports ------------------------------------------------------------------
@@ -388,13 +399,19 @@ class Holder:
             try:
                 os.kill(self.keeper_pid, signal.SIGKILL)
                 os.waitpid(self.keeper_pid, 0)
-            except OSError:
-                pass
-        shutil.rmtree(self.directory, ignore_errors=True)
+            except (ProcessLookupError, ChildProcessError):
+                pass  # it died first (serve() returns when it does) and was reaped
+
+        def removal_failed(_fn: Any, path: str, info: Any) -> None:
+            if not isinstance(info[1], FileNotFoundError):
+                note("netns", f"remove {path}", info[1])
+
+        shutil.rmtree(self.directory, onerror=removal_failed)
         try:
             os.rmdir(os.path.dirname(self.directory))  # networks/, when it was the last
-        except OSError:
-            pass
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY):  # another network remains
+                note("netns", "remove the networks directory", exc)
 
 
 def _channel(sock: socket.socket) -> Channel:

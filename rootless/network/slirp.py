@@ -13,7 +13,7 @@ import os
 
 from rootless.errors import NetworkError, UsageError
 from rootless.network import NetworkPlan
-from rootless.network.spawn import exited, find_program, open_log, reap, spawn, tail_log
+from rootless.network.spawn import exited, find_program, open_log, spawn, stop_helper, tail_log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~4 ms of rl run's start-up
@@ -22,6 +22,10 @@ if TYPE_CHECKING:  # typing costs ~4 ms of rl run's start-up
 DEFAULT_CIDR = "10.0.2.0/24"
 DEFAULT_MTU = 65520
 READY_TIMEOUT = 10.0
+TAP = "tap0"
+# libslirp's IPv6 network (not configurable in slirp4netns): the gateway is fd00::2, its
+# resolver fd00::3; the guest takes .100 as in IPv4.
+GUEST_IPV6, GATEWAY_IPV6 = "fd00::100", "fd00::2"
 
 
 class SlirpOptions:
@@ -34,7 +38,7 @@ class SlirpOptions:
         self.allow_host_loopback = False
         self.mtu = DEFAULT_MTU
         self.cidr = DEFAULT_CIDR
-        self.enable_ipv6 = False
+        self.enable_ipv6 = True  # as podman 4.3's default slirp4netns network
         self.outbound_addr = ""
         self.outbound_addr6 = ""
         self.port_handler = "slirp4netns"
@@ -94,6 +98,7 @@ class SlirpPlan(NetworkPlan):
         self.runtime_dir = runtime_dir
         self.pid: int | None = None
         self.exit_w: int | None = None
+        self.ready_r: int | None = None
         self.api_socket: str | None = None
         self.log_path: str | None = None
 
@@ -115,17 +120,33 @@ class SlirpPlan(NetworkPlan):
             argv.append(f"--api-socket={self.api_socket}")
         # PID form: slirp4netns joins the user namespace and then the network namespace of
         # the helper (the path form with --userns-path fails its setegid(0) here).
-        argv += [str(netns_pid), "tap0"]
+        argv += [str(netns_pid), TAP]
         return argv
 
-    def start(self, netns_pid: int, log: Any) -> None:
-        import select
+    # The network namespace exists from the start (rootless.network.NetworkPlan), and
+    # slirp4netns starts right after the id maps (its configuring child takes gid 0 in the user
+    # namespace, which needs them): its start overlaps PID 1's set-up.
+    early_start = True
+    spawn_after_maps = True
 
+    def netns_setup(self) -> int | None:
+        from rootless.network.tap import configure_ipv6, create_persistent_tap
+
+        # slirp4netns attaches to an existing tap0 as it would create one; a persistent one
+        # makes its exit cheaper (rootless.network.tap).
+        if create_persistent_tap(TAP) and self.options.enable_ipv6:
+            configure_ipv6(TAP, GUEST_IPV6, 64, GATEWAY_IPV6)
+        return None
+
+    def running_pid(self) -> int | None:
+        return self.pid
+
+    def spawn(self, netns_pid: int, log: Any, events_fd: int | None = None) -> None:
         if self.ports:
             # Relative to slirp4netns's working directory: sun_path holds 108 bytes, and a
             # long XDG_RUNTIME_DIR would not fit (unix(7)).
             self.api_socket = f"slirp4netns-{netns_pid}.sock"
-        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        self.ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         exit_r, self.exit_w = os.pipe2(os.O_CLOEXEC)
         self.log_path, log_fd = open_log(self.runtime_dir, f"slirp4netns-{netns_pid}")
         try:
@@ -135,11 +156,21 @@ class SlirpPlan(NetworkPlan):
             for fd in (ready_w, exit_r, log_fd):
                 os.close(fd)
         log(f"slirp4netns pid {self.pid}")
+
+    def start(self, netns_pid: int, log: Any) -> None:
+        import select
+
+        if self.pid is None:
+            self.spawn(netns_pid, log)
+        ready_r, self.ready_r = self.ready_r, None
+        assert ready_r is not None
         try:
             ready, _, _ = select.select([ready_r], [], [], READY_TIMEOUT)
             data = os.read(ready_r, 1) if ready else b""
             if data != b"1":
-                status = exited(self.pid)
+                status = exited(self.pid) if self.pid is not None else 0
+                if status is not None:
+                    self.pid = None  # reaped: its pid may be reused
                 output = tail_log(self.log_path)
                 self.stop()
                 what = "did not become ready" if status is None else "exited"
@@ -185,19 +216,20 @@ class SlirpPlan(NetworkPlan):
                 raise port_error(m, OSError(errno.EADDRINUSE, desc))
             raise NetworkError(f"slirp4netns could not publish {m.describe()}: {desc}")
 
-    def stop(self) -> None:
-        if self.exit_w is not None:
-            os.close(self.exit_w)  # slirp4netns's --exit-fd: it quits on EOF
-            self.exit_w = None
+    def stop(self, log: Any = None) -> None:
+        for fd in (self.exit_w, self.ready_r):  # --exit-fd: slirp4netns quits on its EOF
+            if fd is not None:
+                os.close(fd)
+        self.exit_w = self.ready_r = None
         if self.pid is not None:
-            reap(self.pid)
+            stop_helper(self.pid, None, log)
             self.pid = None
         api = os.path.join(self.runtime_dir, self.api_socket) if self.api_socket else None
         for path in (api, self.log_path):
             if path:
                 try:
                     os.unlink(path)
-                except OSError:
+                except FileNotFoundError:
                     pass
         self.api_socket = self.log_path = None
 

@@ -29,19 +29,32 @@ class MountOp:
     symlink   create symlink target -> source
     remount   remount target with flags (bind remount; keeps the mount's locked flags)
     mask      hide target: /dev/null over a file, an empty read-only tmpfs over a directory
+    write     write `data` to the existing file target (a sysctl under /proc/sys)
+    fifo      create a named pipe at target with mode `flags` (mknod(2) of a FIFO needs no
+              privilege, unlike device nodes)
+
+    `skip_on`: the errnos that skip this step (with a debug line) instead of failing the run,
+    each one a known answer of a kernel or host that lacks the feature; any other is an error.
+    `recursive` (bind): MS_REC, the whole tree below source (an OCI "rbind"; "bind" is not).
+    `propagation`: MS_SHARED/MS_SLAVE/MS_PRIVATE/MS_UNBINDABLE (with MS_REC) set on the new
+    mount afterwards: mount(2) takes a propagation change only as a call of its own.
     """
 
-    __slots__ = ("kind", "source", "target", "fstype", "flags", "data", "optional")
+    __slots__ = ("kind", "source", "target", "fstype", "flags", "data", "skip_on", "recursive",
+                 "propagation")
 
     def __init__(self, kind: str, target: str, source: str | None = None, fstype: str | None = None,
-                 flags: int = 0, data: str | None = None, optional: bool = False) -> None:
+                 flags: int = 0, data: str | None = None, skip_on: tuple[int, ...] = (),
+                 recursive: bool = True, propagation: int = 0) -> None:
         self.kind = kind
         self.source = source
         self.target = target
         self.fstype = fstype
         self.flags = flags
         self.data = data
-        self.optional = optional
+        self.skip_on = skip_on
+        self.recursive = recursive
+        self.propagation = propagation
 
     def describe(self) -> str:
         names = [n for n, v in _FLAG_NAMES if self.flags & v]
@@ -52,6 +65,8 @@ class MountOp:
             return f"bind {self.source} on {self.target} ({opts or 'rw'})"
         if self.kind == "symlink":
             return f"symlink {self.target} -> {self.source}"
+        if self.kind == "write":
+            return f"write {self.data!r} to {self.target}"
         return f"{self.kind} {self.target}" + (f" ({opts})" if opts else "")
 
     def __repr__(self) -> str:
@@ -133,9 +148,10 @@ def apply_plan(root: str, plan: list[MountOp], lib: Any, log: Any = None) -> Non
         try:
             _apply_one(root, op, lib)
         except OSError as exc:
-            if op.optional:
-                continue
-            raise MountFailure(op, exc) from None
+            if exc.errno not in op.skip_on:
+                raise MountFailure(op, exc) from None
+            if log:
+                log(f"skipped: {op.describe()}: {errno.errorcode.get(exc.errno or 0)}")
 
 
 def _apply_one(root: str, op: MountOp, lib: Any) -> None:
@@ -150,6 +166,22 @@ def _apply_one(root: str, op: MountOp, lib: Any) -> None:
         host = secure_join(root, op.target)
         if not os.path.lexists(host):
             _ensure(root, op.target, want_dir=False)
+        return
+    if op.kind == "write":
+        # O_NOFOLLOW and no O_CREAT: only an existing file of the new /proc is written.
+        fd = os.open(secure_join(root, op.target), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.write(fd, (op.data or "").encode())
+        finally:
+            os.close(fd)
+        return
+    if op.kind == "fifo":
+        host = secure_join(root, op.target)
+        if os.path.lexists(host):
+            os.unlink(host)
+        _ensure(root, os.path.dirname(op.target) or "/", want_dir=True)
+        os.mkfifo(host, op.flags & 0o7777)
+        os.chmod(host, op.flags & 0o7777)  # mkfifo's mode is cut by the umask
         return
     if op.kind == "mask":
         host = secure_join(root, op.target)
@@ -173,15 +205,19 @@ def _apply_one(root: str, op: MountOp, lib: Any) -> None:
         host = secure_join(root, op.target)
         if not os.path.lexists(host):
             host = _ensure(root, op.target, want_dir=is_dir)
-        lib.mount(source, host, None, k.MS_BIND | k.MS_REC)
+        lib.mount(source, host, None, k.MS_BIND | (k.MS_REC if op.recursive else 0))
         if op.flags:
             remount_bind(host, op.flags, lib)
+        if op.propagation:
+            lib.mount(None, host, None, op.propagation)
         return
     # plain mount
     host = secure_join(root, op.target)
     if not os.path.isdir(host):
         host = _ensure(root, op.target, want_dir=True)
     lib.mount(op.source, host, op.fstype, op.flags, op.data)
+    if op.propagation:
+        lib.mount(None, host, None, op.propagation)
 
 
 _ST_FLAGS = [
@@ -189,6 +225,9 @@ _ST_FLAGS = [
     (os.ST_NOEXEC, k.MS_NOEXEC), (os.ST_NOATIME, k.MS_NOATIME), (os.ST_NODIRATIME, k.MS_NODIRATIME),
     (os.ST_RELATIME, k.MS_RELATIME),
 ]
+
+
+_ATIME = k.MS_NOATIME | k.MS_NODIRATIME | k.MS_RELATIME | k.MS_STRICTATIME
 
 
 def remount_bind(path: str, flags: int, lib: Any) -> None:
@@ -199,4 +238,11 @@ def remount_bind(path: str, flags: int, lib: Any) -> None:
     for st_flag, ms_flag in _ST_FLAGS:
         if current & st_flag:
             keep |= ms_flag
-    lib.mount(None, path, None, k.MS_REMOUNT | k.MS_BIND | keep | flags)
+    try:
+        lib.mount(None, path, None, k.MS_REMOUNT | k.MS_BIND | keep | flags)
+    except PermissionError:
+        if not flags & _ATIME:
+            raise
+        # The atime flags are locked too (MNT_LOCK_ATIME): a strictatime asked for over a
+        # relatime mount is refused. Keep the mount's own atime setting, as runc and crun do.
+        lib.mount(None, path, None, k.MS_REMOUNT | k.MS_BIND | keep | (flags & ~_ATIME))

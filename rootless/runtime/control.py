@@ -7,17 +7,11 @@ kill/delete. Errors are raised as RlError; the caller prints them.
 from __future__ import annotations
 
 import os
-import re
 
 from rootless.errors import RlError, StateError
 from rootless.paths import Paths
 from rootless.runtime import state as st
 from rootless.runtime.state import Container
-
-# typing is imported for annotations only: `rl ps` (a CI runner polls it) imports this module.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 STOP_WAIT_AFTER_KILL = 10.0
 
@@ -26,6 +20,8 @@ STOP_WAIT_AFTER_KILL = 10.0
 
 def resolve(paths: Paths, ref: str, exit_code: int = 125) -> Container:
     """A full id, a name, or an unambiguous id prefix (podman's lookup order)."""
+    import re  # ~1.5 ms: only name lookups need it, not rl-oci's kill/delete
+
     boot = st.boot_id()
     if re.fullmatch(r"[0-9a-f]{64}", ref):
         c = st.load(paths, ref, boot)
@@ -39,7 +35,7 @@ def resolve(paths: Paths, ref: str, exit_code: int = 125) -> Container:
     if re.fullmatch(r"[0-9a-f]{1,63}", ref):
         try:
             matches = [n for n in os.listdir(paths.containers) if n.startswith(ref)]
-        except OSError:
+        except FileNotFoundError:  # no container was ever made
             matches = []
         found = [c for c in (st.load(paths, m, boot) for m in matches) if c is not None]
         if len(found) == 1:
@@ -70,8 +66,8 @@ def wait_for_process(pid: int | None, started: int | None, timeout: float | None
     assert pid is not None
     try:
         fd = libc().pidfd_open(pid)
-    except OSError:
-        return True
+    except ProcessLookupError:
+        return True  # gone between the check and the open
     try:
         if not st.alive(pid, started):  # the pid was reused before pidfd_open
             return True
@@ -82,17 +78,20 @@ def wait_for_process(pid: int | None, started: int | None, timeout: float | None
 
 
 def signal_pid1(c: Container, sig: int) -> None:
-    """Signal the container's PID 1 through a pidfd opened after checking its start time,
-    so a recycled pid can never receive it."""
+    signal_process(c.state.get("pid"), c.state.get("pid_start"), sig)
+
+
+def signal_process(pid: int | None, started: int | None, sig: int) -> None:
+    """Signal a container's process through a pidfd opened after checking its start time,
+    so a recycled pid can never receive it (rl's PID 1, rl-oci's container process)."""
     from rootless.kernel import libc
 
-    pid, started = c.state.get("pid"), c.state.get("pid_start")
     if not st.alive(pid, started):
         return
     try:
         fd = libc().pidfd_open(int(pid))  # type: ignore[arg-type]
-    except OSError:
-        return
+    except ProcessLookupError:
+        return  # gone between the check and the open
     try:
         if st.alive(pid, started):
             libc().pidfd_send_signal(fd, sig)
@@ -119,8 +118,8 @@ def _mark_stopping(paths: Paths, c: Container) -> None:
     try:
         with open(f"{st.runtime_dir(paths, c.cid)}/{STOP_MARKER}", "w"):
             pass
-    except OSError:
-        pass
+    except FileNotFoundError:
+        pass  # no runtime directory: it never ran in this boot, nothing to restart
 
 
 def stop_container(paths: Paths, c: Container, timeout: float | None) -> None:
@@ -150,8 +149,8 @@ def _wait_owner_or_kill(owner: int | None, owner_start: int | None) -> None:
         # state reads "exited, status unknown".
         try:
             os.kill(owner, 9)
-        except OSError:
-            pass
+        except ProcessLookupError:
+            pass  # it ended after all
         wait_for_process(owner, owner_start, STOP_WAIT_AFTER_KILL)
 
 
@@ -178,6 +177,8 @@ def rename_container(paths: Paths, c: Container, new: str) -> None:
 
 
 def remove_container(paths: Paths, c: Container, force: bool) -> None:
+    from rootless.runtime.sweep import remove_files
+
     with st.container_lock(paths, c.cid):
         c = refresh(paths, c)
         if c.running:
@@ -191,56 +192,14 @@ def remove_container(paths: Paths, c: Container, force: bool) -> None:
             _wait_owner_or_kill(c.state.get("owner"), c.state.get("owner_start"))
         elif c.stale:
             st.repair(paths, c)
-        remove_storage(paths, c)
-        st.remove_runtime(paths, c.cid)
-        st.release_name(paths, c.name or None, c.cid)
-
-
-def remove_storage(paths: Paths, c: Container) -> None:
-    """Rename the storage out of the listing first (atomic: the container is gone for every
-    reader at once), then delete it; files of subordinate ids are deleted as root of a user
-    namespace with the container's own mapping."""
-    src = f"{paths.containers}/{c.cid}"
-    doomed = f"{paths.containers}/.removing-{c.cid}"
-    try:
-        os.rename(src, doomed)
-    except FileNotFoundError:
-        return
-    _delete_tree(doomed, c.config)
-
-
-def _delete_tree(path: str, config: dict[str, Any]) -> None:
-    import shutil
-
-    try:
-        shutil.rmtree(path)
-        return
-    except PermissionError:
-        pass
-    except FileNotFoundError:
-        return
-    from rootless.primitives.userns import default_mapping, run_in_userns
-    from rootless.runtime.storage import remove_tree_as_root
-
-    spec = config.get("spec") or {}
-    mapping, helpers = default_mapping(spec.get("userns") or "", spec.get("uidmaps") or [],
-                                       spec.get("gidmaps") or [])
-    run_in_userns(lambda: remove_tree_as_root(path), mapping=mapping, helpers=helpers,
-                  name="rl:[rm]")
+        remove_files(paths, c)
 
 
 def clean_leftovers(paths: Paths) -> None:
-    """Storage of removals that were interrupted (.removing-*)."""
-    try:
-        names = os.listdir(paths.containers)
-    except OSError:
-        return
-    for name in names:
-        if name.startswith(".removing-"):
-            try:
-                _delete_tree(f"{paths.containers}/{name}", {})
-            except RlError:
-                pass
+    """What dead runs and interrupted removals left behind (rootless.runtime.sweep)."""
+    from rootless.runtime.sweep import sweep
+
+    sweep(paths)
 
 
 # -- waiting for the exit, tidying ---------------------------------------------------------------
@@ -253,32 +212,25 @@ def wait_exit(paths: Paths, c: Container) -> int | None:
         wait_for_process(c.state.get("owner"), c.state.get("owner_start"), None)
 
 
-def repair_all(paths: Paths, containers: list[Container]) -> list[Container]:
-    """Stale records become "exited"; --rm containers whose owner died are removed, as
-    their owner would have done."""
-    out = []
-    for c in containers:
-        if c.stale:
-            st.repair(paths, c)
-            if (c.config.get("spec") or {}).get("remove"):
-                try:
-                    remove_container(paths, c, force=True)
-                    continue
-                except RlError:
-                    pass
-        out.append(c)
-    return out
+def listing(paths: Paths, full: bool = True) -> list[Container]:
+    """Every container, after the clean-up any reader does: dead `--rm` containers are
+    removed, stale records repaired, and what dead runs left behind is swept
+    (rootless.runtime.sweep; `full=False`: not the names, for `rl ps`)."""
+    from rootless.runtime.sweep import remove_dead_rm_containers, sweep
+
+    containers = st.list_containers(paths)
+    sweep(paths, {c.cid for c in containers}, names=full)
+    return remove_dead_rm_containers(paths, containers)
 
 
 def prune_containers(paths: Paths) -> list[str]:
     removed = []
-    for c in repair_all(paths, st.list_containers(paths)):
-        if c.running:
-            continue
+    for c in listing(paths):
+        if c.running or (st.in_creation(c.state) and not c.stale):
+            continue  # running, or being created by a live `rl run`
         try:
             remove_container(paths, c, force=False)
             removed.append(c.cid)
         except RlError:
             continue  # started meanwhile
-    clean_leftovers(paths)
     return removed

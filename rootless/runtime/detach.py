@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from rootless.errors import UsageError
+from rootless.errors import RlError, UsageError
 
 
 def check_lifecycle_options(spec: Any) -> tuple[int | None, Any]:
@@ -30,6 +30,7 @@ def run_detached(spec: Any, paths: Any) -> int:
 
     cap, policy = check_lifecycle_options(spec)
     log = Log(spec.log_level)
+    # prepare() leaves the stopping signals blocked: spawn_monitor relays them to the monitor.
     prepared: Any = prepare(spec, paths, log)
     spawn_monitor(prepared, paths, log, cap, policy)
     sys.stdout.write(prepared.cid + "\n")
@@ -64,14 +65,30 @@ def start_existing(paths: Any, cid: str, config: dict[str, Any], attach: bool = 
     for name in (STOP_MARKER, RESTARTS_FILE):
         try:
             os.unlink(f"{runtime_dir(paths, cid)}/{name}")
-        except OSError:
+        except FileNotFoundError:
             pass
     if attach:
-        return run(spec.replace(detach=False), paths, existing=cid)
-    log = Log(spec.log_level)
-    cap, policy = check_lifecycle_options(spec)
-    prepared = prepare(spec, paths, log, existing=cid)
+        from rootless.runtime.interrupt import Interrupted, raise_on_signals
+
+        raise_on_signals()  # as `rl run` does: a signal during set-up ends it cleanly
+        try:
+            return run(spec.replace(detach=False), paths, existing=cid)
+        except Interrupted as exc:
+            raise RlError(exc.message, exit_code=exc.exit_code) from None
+    import signal
+
+    from rootless.runtime.interrupt import STOPPING
     from rootless.runtime.monitor import spawn_monitor
 
-    spawn_monitor(prepared, paths, log, cap, policy)
+    log = Log(spec.log_level)
+    cap, policy = check_lifecycle_options(spec)
+    # spawn_monitor relays, then holds, this process's signals: `rl start A B` gets its own
+    # back for the next container (and for itself).
+    saved = {sig: signal.getsignal(sig) for sig in STOPPING}
+    prepared = prepare(spec, paths, log, existing=cid)
+    try:
+        spawn_monitor(prepared, paths, log, cap, policy)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
     return 0

@@ -17,6 +17,7 @@ Python files are no longer visible.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import select
@@ -32,6 +33,7 @@ from rootless.kernel import constants as k
 from rootless.kernel import libc
 from rootless.primitives.channel import Channel, error_message, raise_error
 from rootless.runtime import container as container_mod
+from rootless.runtime.interrupt import drain
 from rootless.runtime.proc import FORWARDED, close_fds_except, exit_code_of
 from rootless.runtime.state import Container, alive
 from rootless.runtime.tty import RawMode, copy_chunk, set_window_size, window_size
@@ -43,7 +45,12 @@ NAMESPACES = ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup")
 
 
 class ExecOptions:
-    """What `rl exec` was asked for (env: (name, value) pairs over the container's)."""
+    """What `rl exec` was asked for (env: (name, value) pairs over the container's).
+
+    rl-oci's exec adds: started (called in the parent once the child exists, with its host pid
+    and the pty master; True when it took the master: rl-oci writes --pid-file and sends the
+    master to --console-socket through handles it opened before the setns calls), groups (the
+    exact supplementary gids), rlimits, winsize, preserve_fds."""
 
     def __init__(self, command: list[str], interactive: bool = False, tty: bool = False,
                  env: list[tuple[str, str]] | None = None, workdir: str | None = None,
@@ -56,14 +63,17 @@ class ExecOptions:
         self.user = user
         self.detach = detach
         self.privileged = privileged
+        self.started: Any = None
+        self.groups: list[int] | None = None
+        self.rlimits: list[tuple[int, int, int]] = []
+        self.winsize: tuple[int, int] | None = None
+        self.preserve_fds = 0
 
 
 def exec_in(c: Container, opts: ExecOptions) -> int:
     if not c.running:
         raise StateError("can only create exec sessions on running containers: container state "
                          "improper", hint=f"start it first: rl start {c.name or c.cid[:12]}")
-    pid1 = int(c.state["pid"])
-    started = c.state.get("pid_start")
     security = plan_exec_security(c, opts)
     env = dict(c.config.get("env") or {})
     env.update(opts.env or [])
@@ -71,6 +81,13 @@ def exec_in(c: Container, opts: ExecOptions) -> int:
         env.setdefault("TERM", "xterm")
     workdir = opts.workdir or c.config.get("workdir")
     user_spec = opts.user or c.config.get("user")
+    return exec_into(int(c.state["pid"]), c.state.get("pid_start"), opts, env, workdir,
+                     user_spec, security)
+
+
+def exec_into(pid1: int, started: int | None, opts: ExecOptions, env: dict[str, str],
+              workdir: str | None, user_spec: str | None, security: Any) -> int:
+    """Steps 1-5 for the process `pid1` started at `started` (rl's container or rl-oci's)."""
     single = read_or_empty(f"/proc/{pid1}/setgroups").strip() == "deny"
     fds = open_namespaces(pid1)
     try:
@@ -145,7 +162,13 @@ def join_cgroup(pid: int) -> None:
         with open(procs, "w") as f:
             f.write(str(os.getpid()))
     except OSError as exc:
-        if "/rl-" in theirs:
+        # A cgroup rl did not create may refuse us, and exec then runs in ours: EACCES/EPERM
+        # (not delegated to this user), ENOENT (not visible in our cgroup2 mount), EROFS (the
+        # mount is read-only), EBUSY (it has controllers enabled for children: the
+        # no-internal-processes rule), EOPNOTSUPP (a threaded or invalid domain cgroup).
+        expected = (errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS, errno.EBUSY,
+                    errno.EOPNOTSUPP)
+        if "/rl-" in theirs or exc.errno not in expected:
             raise SetupError(describe_oserror(f"joining the container's cgroup {procs}", exc)) from None
 
 
@@ -162,6 +185,8 @@ def run_child(opts: ExecOptions, env: dict[str, str], workdir: str | None, user_
         chan.close()
         child_main(opts, env, workdir, user_spec, single, security, lib, child_chan, master)
     child_chan.close()
+    if opts.started is not None and opts.started(pid, master):
+        master = None
     if opts.detach:
         return wait_exec(chan, None, None)
     forward: list[int] = []
@@ -192,7 +217,7 @@ def child_main(opts: ExecOptions, env: dict[str, str], workdir: str | None, user
             lib.set_pdeathsig(signal.SIGKILL)  # `rl exec` killed: its process goes too
         if master is not None:
             step = "open the terminal"
-            attach_slave(master)
+            attach_slave(master, opts.winsize)
         elif not opts.interactive:
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
@@ -201,7 +226,12 @@ def child_main(opts: ExecOptions, env: dict[str, str], workdir: str | None, user
             os.setsid()  # not killed by a ^C meant for `rl exec`'s terminal
         step = "resolve the user"
         user = resolve_user(user_spec)
+        if opts.groups is not None:
+            user.groups = list(opts.groups)
         env.setdefault("HOME", user.home)
+        if opts.rlimits:
+            step = "set the resource limits"
+            container_mod.set_rlimits(opts.rlimits)
         if security is not None:
             security.apply_before_identity(lib, user)
         step = "switch to the container user"
@@ -215,24 +245,28 @@ def child_main(opts: ExecOptions, env: dict[str, str], workdir: str | None, user
                 raise CommandError(
                     describe_oserror(f"workdir {workdir!r} cannot be entered", exc),
                     hint="the directory must exist in the container", exit_code=126) from None
-        close_fds_except({0, 1, 2, chan.fileno()})
+        close_fds_except({0, 1, 2, chan.fileno()} | set(range(3, 3 + opts.preserve_fds)))
         container_mod.exec_command(list(opts.command), env, chan)
     except BaseException as exc:  # noqa: BLE001 - every failure goes home as data
         fields = error_message(step, exc)
         try:
             chan.send("error", **fields)
-        except OSError:
-            pass
-        os._exit(int(fields.get("exit_code") or 125))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # EPIPE, ECONNRESET: `rl exec` has gone, nobody is left to tell
+        except OSError as lost:
+            # The channel cannot carry it (EMSGSIZE, ENOBUFS): stderr rather than nothing.
+            os.write(2, f"rl: exec: {step}: {fields.get('message')} (not sent: {lost})\n".encode())
+        finally:
+            os._exit(int(fields.get("exit_code") or 125))
     os._exit(125)
 
 
-def attach_slave(master: int) -> None:
+def attach_slave(master: int, size: tuple[int, int] | None = None) -> None:
     """A new session with the pty (of the container's devpts) as its controlling terminal."""
     fcntl.ioctl(master, k.TIOCSPTLCK, struct.pack("i", 0))
     slave = fcntl.ioctl(master, k.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
     os.close(master)
-    set_window_size(slave, window_size(0))
+    set_window_size(slave, size or window_size(0))
     container_mod.take_terminal(slave)
 
 
@@ -258,7 +292,7 @@ def wait_exec(chan: Channel, pid: int | None, master: int | None, wake: int | No
             except InterruptedError:
                 continue
             if wake is not None and wake in ready:
-                _drain(wake)
+                drain(wake)
                 for sig in pending or []:
                     _kill(pid, sig)
                 if pending:
@@ -299,16 +333,11 @@ def _kill(pid: int | None, sig: int) -> None:
     if pid:
         try:
             os.kill(pid, sig)
-        except OSError:
-            pass
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass
+        except ProcessLookupError:
+            pass  # ESRCH: it has gone already; its exit status is what counts
+        except OSError as exc:
+            sys.stderr.write(describe_oserror(f"rl: cannot forward signal {sig} to {pid}", exc)
+                             + "\n")
 
 
 def _waitpid(pid: int) -> int:

@@ -10,6 +10,7 @@ what lower layers put in it.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -23,8 +24,17 @@ def _is_whiteout(st: os.stat_result) -> bool:
 def _is_opaque(path: str) -> bool:
     try:
         return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
+    except OSError as exc:
+        # ENODATA: no marker. ENOTSUP: the store's filesystem has no user xattrs, so it holds
+        # no markers at all. Anything else (EACCES) must not pass for "not opaque": the
+        # files a layer hid would come back.
+        if exc.errno not in (errno.ENODATA, errno.ENOTSUP):
+            raise
         return False
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
 
 
 def _remove(path: str) -> None:
@@ -42,7 +52,9 @@ def flatten_layers(lower_dirs: list[str], dest: str) -> None:
 
     dir_modes: dict[str, int] = {}  # the upper layer's mode wins
     for layer in lower_dirs:
-        for root, dirs, files in os.walk(layer):
+        # os.walk skips a directory it cannot list unless told otherwise: a copy missing
+        # files would be a wrong image, so that is an error.
+        for root, dirs, files in os.walk(layer, onerror=_raise):
             rel = os.path.relpath(root, layer)
             target_dir = dest if rel == "." else os.path.join(dest, rel)
             if rel != "." and _is_opaque(root):

@@ -7,9 +7,9 @@
   3.        ◄──────────────────── "userns" ──
      write uid_map/gid_map (newuidmap or direct)
      move the helper into the container's cgroup
-  4.        ── "go" ────────────────────────►  setresuid/gid(0)
-                                               unshare(UTS|IPC|NET|CGROUP|PID)
-                                               fork ──────────────────────► PDEATHSIG=KILL
+  4.        ── "go" ────────────────────────►  unshare(UTS|IPC|NET|CGROUP|PID)
+                                               fork ──────────────────────► setresuid/gid(0)
+                                                                           PDEATHSIG=KILL
   5.        ◄──────────── "pid1" {pid} ─────                               unshare(NEWNS), mounts,
      pidfd_open(pid1); network helper                                       pivot_root, tty...
      ◄──────────────────────────────────── "pty" {fd} (with -t) ─────────
@@ -20,15 +20,17 @@
      report the exit status exactly; clean up what is left
 
 The helper stays in the host's mount namespace (PID 1 makes its own), so after PID 1 exits it
-can still reach the container's storage and, being root in the user namespace, remove files
-that belong to subordinate ids.
+can still reach the container's storage and, holding every capability in the user namespace,
+remove files that belong to subordinate ids. It keeps the user's own host ids (see helper_main).
+With an rl network the helper joins the network's user namespace instead of creating one
+(and creates its own inside it for other maps: rootless.network.bridge).
 """
 
 from __future__ import annotations
 
+import _signal as signal  # signal.py only adds enums: importing it (and enum) costs ~3 ms
 import os
 import select
-import signal
 import sys
 import time
 
@@ -38,8 +40,19 @@ from rootless.kernel import constants as k
 from rootless.kernel import libc
 from rootless.paths import Paths
 from rootless.primitives.channel import Channel, error_message, raise_error
-from rootless.primitives.userns import apply_mapping, become_root, default_mapping, unshare_user
-from rootless.runtime.container import DEFAULT_PATH, ContainerSetup, container_main
+from rootless.primitives.userns import (
+    apply_mapping,
+    become_root,
+    default_mapping,
+    unshare_user,
+    unshare_user_nested,
+)
+from rootless.runtime.container import (
+    DEFAULT_PATH,
+    ContainerSetup,
+    container_main,
+    workdir_creation,
+)
 from rootless.runtime.mounts import plan_mounts
 from rootless.runtime.proc import FORWARDED
 from rootless.runtime.storage import (
@@ -81,10 +94,26 @@ class Prepared:
 
     __slots__ = ("spec", "cid", "dirs", "setup", "mapping", "helpers", "ns_flags", "network", "image",
                  "cgroup",
+                 # an rl network's containers with other maps than its own: a user namespace
+                 # of their own inside the network's (rootless.primitives.userns)
+                 "nested",
                  # lifecycle (rootless.runtime.state/detach): where state lives; a callable run
-                 # once the command was exec'd (`rl run -d` reports success then); record:
-                 # False for a build step, which is no container of ps/inspect/rm
-                 "paths", "notify", "record")
+                 # once the command was exec'd (`rl run -d` reports success then); the lock
+                 # of the container's runtime directory (state.create_record), held while
+                 # this process or its monitor owns the container; the signal queue
+                 # (rootless.runtime.interrupt); objects whose fileno() the wait loop watches
+                 # and whose fire(session) it calls when readable (the -d logger); record:
+                 # False when the container is no container of rl's own state (an OCI bundle,
+                 # a build step)
+                 "paths", "notify", "owner_fd", "signals", "watchers", "record",
+                 # namespaces to join instead of create (an OCI bundle's linux.namespaces
+                 # paths): userns_fd first, then each (CLONE_NEW* flag, fd) of ns_join;
+                 # keep_userns: stay in the current one (an OCI runtime that rootless podman
+                 # already runs as root of its user namespace, with no user namespace asked)
+                 "userns_fd", "ns_join", "keep_userns",
+                 # an OCI bundle's lifecycle (rootless.runtime.oci.lifecycle.Lifecycle): the
+                 # session stops once PID 1 is created and waits for `start`
+                 "oci")
 
     def __init__(self, **kw: Any) -> None:
         for name in self.__slots__:
@@ -116,7 +145,7 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None, 
     """Plan a run. `existing` is the id of a stopped container to start again (`rl start`,
     --restart): its storage, name and config are kept. A build step (rl build's RUN) gives
     its own rootfs `source` (layers) and storage `dirs`, created by the caller, and
-    `record=False`: no name, no config.json, no state, and its upper directory is kept."""
+    `record=False`: no runtime record, name or config.json, and its upper directory stays."""
     from rootless.runtime import rootfs as rootfs_mod
 
     if source is None:
@@ -129,14 +158,27 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None, 
         notice(mapping.notice)
     log(f"id mapping ({mapping.mode}): " + "; ".join(r.line() for r in mapping.uid_map))
 
+    from rootless.runtime import state
+    from rootless.runtime.interrupt import defer, unblock
+
     cid = existing or new_container_id()
     hostname = spec.hostname or cid[:12]
     own_dirs = dirs is None
     if dirs is None:
         dirs = ContainerDirs(os.path.join(paths.containers_dir, cid))
-        if existing is None:
-            dirs.create()
+    owner_fd = None
+    # A signal here raises Interrupted (rootless.runtime.interrupt) and the `except` below
+    # cleans up; where a step and the variable that records it must not be torn apart, the
+    # signal waits (defer ... unblock) and raises right after.
     try:
+        if existing is None and record:
+            # The runtime record first, with its lock held: from here on, whatever a kill
+            # leaves is findable (rootless.runtime.state, rootless.runtime.sweep).
+            defer()
+            owner_fd = state.create_record(paths, cid, 3 + (spec.preserve_fds or 0))
+            unblock()
+        if existing is None and own_dirs:
+            dirs.create()
         from rootless.network import plan_network
 
         network = plan_network(spec, source.exposed_ports or [], hostname)
@@ -158,7 +200,7 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None, 
         readonly_paths: list[str] = []
         extra_mounts: list[Any] = []
         if plan_security is not None:
-            security = plan_security(spec)
+            security = plan_security(spec, log=log)
             masked, readonly_paths = security.masked_paths(), security.readonly_paths()
             extra_mounts = security.extra_mounts(dirs)
         cgroup = None
@@ -182,6 +224,14 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None, 
         plan += extra_mounts
         for op in plan:
             log(f"plan: {op.describe()}")
+        keep_id = None
+        if spec.userns == "keep-id" and os.getuid() != 0:
+            # podman's keep-id: the command runs as you (unless --user or the image's USER
+            # says otherwise), with your passwd and group entries in the container's copy.
+            from rootless.runtime.users import keep_id_user
+
+            keep_id = keep_id_user((op.target for op in plan if op.kind in ("mount", "bind")),
+                                   spec.workdir or source.workdir or None)
         size = None
         if spec.tty:
             from rootless.runtime.tty import window_size
@@ -196,7 +246,9 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None, 
             command=command,
             env=env,
             workdir=spec.workdir or source.workdir or None,
-            user=spec.user or source.user or None,
+            create_workdir=workdir_creation(spec.workdir, source.workdir, spec.volumes),
+            user=spec.user or source.user or (keep_id.user_spec() if keep_id else None),
+            keep_id=keep_id,
             tty=spec.tty,
             winsize=size,
             interactive=spec.interactive,
@@ -208,14 +260,14 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None, 
             mapping_mode=mapping.mode,
             debug=log.enabled,
         )
-        from rootless.runtime import state
-
         if existing is None and record:
+            defer()  # the claimed name is in `spec` before anything may raise
             state.reserve_name(paths, spec.name, cid, spec.cidfile)
             if spec.name is None:
                 # podman names every container; the name is released like a --name one.
                 spec = spec.replace(name=state.claim_generated_name(paths, cid))  # type: ignore[assignment]
-            dirs.write_config({
+            unblock()
+            write_config(dirs, {
                 "id": cid, "name": spec.name, "hostname": hostname, "command": command,
                 "image": source.image_name, "image_id": source.image_id,
                 "rootfs": spec.rootfs, "created": time.time(),
@@ -225,20 +277,35 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None, 
                 "network": network.mode,
                 "spec": dict(spec.as_dict(), rootfs=spec.rootfs and os.path.abspath(spec.rootfs)),
             })
+        # Until the caller's signal queue exists (start_and_wait, spawn_monitor), a signal
+        # waits: between here and there nothing could clean up after it.
+        defer()
     except BaseException:
-        if existing is None and record:
-            from rootless.runtime import state
-
+        if owner_fd is not None:
             state.release_reservations(paths, spec, cid)
-        if existing is None and own_dirs:
             dirs.remove()
+            state.remove_runtime(paths, cid)
+            os.close(owner_fd)
+        unblock()  # a signal that waited ends the run now (Interrupted)
         raise
     ns = k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWPID | k.CLONE_NEWCGROUP
     if network.new_netns and not network.early_start:
         ns |= k.CLONE_NEWNET
+    nested = bool(network.join_userns and (spec.userns or spec.uidmaps or spec.gidmaps))
     return Prepared(spec=spec, cid=cid, dirs=dirs, setup=setup, mapping=mapping, helpers=helpers,
                     ns_flags=ns, network=network, image=source, cgroup=cgroup, paths=paths,
-                    record=record)
+                    owner_fd=owner_fd, watchers=[], record=record, ns_join=[], nested=nested)
+
+
+def write_config(dirs: ContainerDirs, data: dict[str, Any]) -> None:
+    from rootless.errors import describe_oserror
+
+    try:
+        dirs.write_config(data)
+    except OSError as exc:
+        raise SetupError(describe_oserror(f"writing {dirs.config}", exc),
+                         hint="check the free space and permissions of the storage directory "
+                              "(see 'rl doctor storage')") from None
 
 
 def resolv_conf(spec: RunSpec, network: Any) -> str:
@@ -290,6 +357,15 @@ def build_env(spec: RunSpec, image_env: list[str], hostname: str) -> dict[str, s
 # -- starting ------------------------------------------------------------------------------
 
 def start_and_wait(p: Prepared, paths: Paths, log: Log) -> int:
+    if p.signals is None:
+        # Before the fork: from now on a signal is recorded, never lost and never raised in
+        # the middle of a step (rootless.runtime.interrupt).
+        from rootless.runtime.interrupt import SignalQueue
+
+        p.signals = SignalQueue()
+    from rootless.runtime.interrupt import unblock
+
+    unblock()  # what waited since prepare() is in the queue now
     hchan, hchan_child = Channel.pair()
     cchan, cchan_child = Channel.pair()
     sys.stdout.flush()
@@ -318,11 +394,22 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
         if os.getppid() != launcher_pid:  # the launcher died before PDEATHSIG was armed
             os._exit(1)
         lib.set_name("rl:[helper]")
+        signal.set_wakeup_fd(-1)  # the launcher's signal queue is not the helper's
         for sig in FORWARDED:
             # The launcher signals PID 1 itself; the helper must not die of a ^C meant for it.
             signal.signal(sig, signal.SIG_IGN)
+        if p.owner_fd is not None:
+            # The creator's lock is the launcher's (and the monitor's): the helper must not
+            # keep it held after they died.
+            os.close(p.owner_fd)
         step = "create the user namespace"
-        if p.network.join_userns:
+        events: int | None = None
+        if p.keep_userns:
+            pass
+        elif p.userns_fd is not None:
+            step = "join the user namespace"
+            lib.setns(p.userns_fd, k.CLONE_NEWUSER)
+        elif p.network.join_userns:
             # An `rl network`'s containers share its user namespace (rootless.network.bridge):
             # setns(CLONE_NEWUSER) is allowed to the namespace's owner, which is this user.
             step = "join the network's user namespace"
@@ -331,6 +418,12 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
                 lib.setns(ns_fd, k.CLONE_NEWUSER)
             finally:
                 os.close(ns_fd)
+            if p.nested:
+                # Other maps than the network's (keep-id, --uidmap): a user namespace of the
+                # container's own inside the network's, which the network's holder still may
+                # enter to attach the container (it owns this one's parent).
+                step = "create the container's user namespace inside the network's"
+                unshare_user_nested(p.mapping, lib)
         else:
             unshare_user(lib)
             if p.network.early_start:
@@ -339,16 +432,35 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
                 # helper starts while the maps are written and PID 1 is set up.
                 step = "create the network namespace"
                 lib.unshare(k.CLONE_NEWNET)
-        hchan.send("userns")
+                events = p.network.netns_setup()
+        if events is None:
+            hchan.send("userns")
+        else:
+            hchan.send_fd("userns", events)
+            os.close(events)
         go = hchan.recv()
         if not go or go.get("op") != "go":
             os._exit(1)
-        become_root(p.mapping)
+        # The helper keeps the user's own host ids (it is root inside by the default maps, and
+        # holds every capability as the namespace's creator either way). With keep-id, root
+        # inside is a subordinate id: a helper that took it would be a process of another
+        # host uid, no longer dumpable (commit_creds), whose /proc/PID/ns entries pasta,
+        # slirp4netns and an rl network's holder — processes of the user — may not open
+        # (ptrace_may_access). PID 1 becomes root instead.
+        for flag, fd in p.ns_join:
+            # setns(2) into a namespace owned by this user namespace (or one it may enter).
+            step = f"join the namespace {fd_path(fd)}"
+            lib.setns(fd, flag)
         step = "create the namespaces"
         lib.unshare(p.ns_flags)
+        if p.ns_flags & k.CLONE_NEWNET:
+            step = "prepare the network namespace"
+            p.network.netns_setup()  # no user-mode helper to hand a descriptor to
         pid1 = os.fork()
         if pid1 == 0:
             hchan.close()
+            if not p.keep_userns:  # (an OCI runtime already root of its caller's namespace)
+                become_root(p.mapping, lib)
             for sig in (*FORWARDED, signal.SIGPIPE, signal.SIGXFSZ):
                 # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive execve, and
                 # `yes | head` must behave as in a shell.
@@ -356,6 +468,12 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
             container_main(p.setup, cchan)
         cchan.close()
         hchan.send("pid1", pid=pid1)
+        if p.oci is not None and p.oci.detach:
+            # An OCI `create`: once PID 1 no longer depends on this process (it cleared its
+            # PDEATHSIG), exit; PID 1 is re-parented to the caller's subreaper, which waits
+            # for it (conmon, containerd-shim), or to init.
+            hchan.recv()
+            os._exit(0)
         while True:
             try:
                 _, status = os.waitpid(pid1, 0)
@@ -364,19 +482,33 @@ def helper_main(p: Prepared, hchan: Channel, cchan: Channel, launcher_pid: int) 
                 continue
         if p.setup.debug:
             sys.stderr.write(f"rl: [helper] PID 1 reaped at {time.monotonic():.4f}\n")
+        stop_network_helper(int(go.get("network_pid") or 0))
         if p.spec.remove:
             try:
                 remove_tree_as_root(p.dirs.root)
-            except OSError:
-                pass
+            except OSError as exc:
+                # The launcher's clean-up removes what is left (in a new namespace if need be).
+                if p.setup.debug:
+                    sys.stderr.write(f"rl: [helper] removing {p.dirs.root}: {exc}\n")
         hchan.send("exit", status=status)
     except BaseException as exc:  # noqa: BLE001
         try:
             hchan.send("error", **error_message(step, exc))
-        except OSError:
-            pass
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the launcher is gone: nobody to tell
         os._exit(1)
     os._exit(0)
+
+
+def stop_network_helper(pid: int) -> None:
+    """Kill the network's user-mode helper as soon as PID 1 is gone (it serves no one now): its
+    exit, ~15 ms asleep in the kernel, then overlaps the clean-up, and the launcher, which reaps
+    it, waits less. rl's helper has the user's host uid, as the network helper does."""
+    if pid:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 class Session:
@@ -394,31 +526,42 @@ class Session:
         self.error: dict[str, Any] | None = None
         self.status: int | None = None
         self.timed_out = False
-        self.pending: list[int] = []
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.saved_handlers: dict[int, Any] = {}
-        self.raw = None
+        self.signals = p.signals
+        # The command runs (PID 1's exec succeeded): signals are the container's from now on.
+        self.started = False
+        # The signal that stopped the start-up (rootless.runtime.interrupt).
+        self.interrupted: int | None = None
+        self.network_watch: NetworkWatch | None = None
 
     # -- the steps ----------------------------------------------------------------------
     def run(self) -> int:
-        self.install_signal_handlers()
-        msg = self.hchan.recv()
+        msg, fds = self.hchan.recv_with_fds()
         if msg is None or msg.get("op") == "error":
+            for fd in fds:
+                os.close(fd)
             self.reap_helper()
             if msg:
                 raise_error(msg)
             raise SetupError("the helper process exited before creating the user namespace")
         self.log("helper in its user namespace")
-        if self.p.network.join_userns is None:  # a joined namespace has its maps already
-            if self.p.network.early_start:
-                self.p.network.spawn(self.helper_pid, self.log)
+        self.check_interrupt()
+        network = self.p.network
+        if network.join_userns is None and self.p.userns_fd is None and \
+                not self.p.keep_userns:
+            # (a joined namespace has its maps already)
+            events = fds[0] if fds else None
+            if network.early_start and not network.spawn_after_maps:
+                network.spawn(self.helper_pid, self.log, events)
             apply_mapping(self.helper_pid, self.p.mapping, self.p.helpers)
             self.log("id maps written")
+            if network.early_start and network.spawn_after_maps:
+                network.spawn(self.helper_pid, self.log, events)
         if self.p.cgroup is not None:
             # Limits are in place before PID 1 exists: the helper moves in, PID 1 inherits.
             self.p.cgroup.create_and_attach(self.helper_pid)
             self.log(f"cgroup {self.p.cgroup.describe()}")
-        self.hchan.send("go")
+        self.check_interrupt()
+        self.hchan.send("go", network_pid=self.p.network.running_pid())
         msg = self.hchan.recv()
         if msg is None or msg.get("op") != "pid1":
             self.reap_helper()
@@ -426,22 +569,63 @@ class Session:
                 raise_error(msg)
             raise SetupError("the helper exited before starting the container")
         self.pid1 = int(msg["pid"])
-        try:
-            self.pidfd = libc().pidfd_open(self.pid1)
-        except OSError:
-            self.pidfd = None
+        self.pidfd = open_pidfd(self.pid1)
         self.log(f"PID 1 is host pid {self.pid1}")
         if self.p.record:
             from rootless.runtime import state
 
             state.record_running(self.p, self.pid1, self.helper_pid)
+        self.check_interrupt()
         self.p.network.start(self.helper_pid, self.log)
+        self.network_watch = NetworkWatch.of(self.p.network)
+        self.check_interrupt()
+        if self.p.oci is not None:
+            self.until_created()
+            if self.p.oci.detach:
+                return 0
+            self.p.oci.start(self.pid1)
         if self.p.setup.wait_for_go and self.cchan is not None:
             try:
                 self.cchan.send("go")
-            except OSError:
+            except (BrokenPipeError, ConnectionResetError):
                 pass  # PID 1 already failed; its error is waiting on the channel
         return self.wait()
+
+    def until_created(self) -> None:
+        """An OCI container: relay PID 1's set-up (its pty to the console socket, the
+        createRuntime hooks) until it is created and waits for `start`. Then record it and,
+        for `create`, let PID 1 and the helper go on without this process."""
+        assert self.cchan is not None and self.pid1 is not None
+        oci = self.p.oci
+        while True:
+            msg, fds = self.cchan.recv_with_fds()
+            op = msg.get("op") if msg else None
+            if op == "pty" and fds:
+                self.master = oci.terminal(fds[0])
+                if self.master is not None:
+                    os.set_blocking(self.master, True)
+                continue
+            for fd in fds:
+                os.close(fd)
+            if op == "hooks":
+                oci.runtime_hooks(self.pid1)
+                self.cchan.send("go", pid=self.pid1)
+            elif op == "created":
+                oci.created(self.pid1)
+                self.cchan.send("ok", detach=oci.detach)
+                if oci.detach:
+                    # PID 1 has cleared its PDEATHSIG when it answers: only then may the helper
+                    # (its parent) exit.
+                    msg = self.cchan.recv()
+                    if not msg or msg.get("op") != "detached":
+                        raise SetupError("the container's process exited while it was created")
+                    self.hchan.send("release")
+                    self.reap_helper()
+                return
+            elif op == "error":
+                raise_error(msg)  # type: ignore[arg-type]  (close() kills the helper)
+            else:
+                raise SetupError("the container's process exited during its set-up")
 
     def wait(self) -> int:
         spec = self.p.spec
@@ -450,30 +634,34 @@ class Session:
         # The terminal's raw mode, entered when the pty arrives (not contextlib.ExitStack:
         # importing contextlib is ~1 ms of every start).
         raw_modes: list[Any] = []
+        signal_fds = self.signals.fds()
         try:
             while self.status is None:
-                rlist: list[int] = [self.hchan.fileno(), self.wake_r]
+                rlist: list[int] = [self.hchan.fileno(), *signal_fds]
                 if self.cchan is not None:
                     rlist.append(self.cchan.fileno())
                 if self.master is not None:
                     rlist.append(self.master)
                     if stdin_open:
                         rlist.append(0)
+                watchers = list(self.p.watchers or ())
+                if self.network_watch is not None:
+                    watchers.append(self.network_watch)
+                rlist += [w.fileno() for w in watchers]
                 timeout = None
                 if deadline is not None:
                     timeout = max(0.0, deadline - time.monotonic())
-                try:
-                    ready, _, _ = select.select(rlist, [], [], timeout)
-                except InterruptedError:
-                    ready = []
+                ready, _, _ = select.select(rlist, [], [], timeout)
                 if deadline is not None and not self.timed_out and time.monotonic() >= deadline:
                     self.timed_out = True
                     self.log(f"--timeout {spec.timeout} reached: killing the container")
                     self.signal_pid1(signal.SIGKILL)
-                if self.wake_r in ready:
-                    self.handle_signals()
+                # The container's channel before the signals: a command that exists gets them.
                 if self.cchan is not None and self.cchan.fileno() in ready:
                     self.on_container_message(raw_modes)
+                if any(fd in ready for fd in signal_fds):
+                    self.handle_signals()
+                    signal_fds = self.signals.fds()  # the -d relay closes when its writer exits
                 if self.master is not None and self.master in ready:
                     from rootless.runtime.tty import copy_chunk
 
@@ -484,6 +672,9 @@ class Session:
 
                     if not copy_chunk(0, self.master):
                         stdin_open = False
+                for w in watchers:
+                    if w.fileno() in ready:
+                        w.fire(self)
                 if self.hchan.fileno() in ready:
                     self.on_helper_message()
             self.drain_master()
@@ -498,9 +689,11 @@ class Session:
         msg, fds = self.cchan.recv_with_fds()
         if msg is None:
             # End of file: execve succeeded (the channel is close-on-exec) or PID 1 died.
-            self.log("container command started")
-            if self.p.notify is not None and self.error is None:
-                self.p.notify()
+            if self.error is None and self.interrupted is None:
+                self.log("container command started")
+                self.started = True
+                if self.p.notify is not None:
+                    self.p.notify()
             self.cchan.close()
             self.cchan = None
             return
@@ -551,6 +744,10 @@ class Session:
         self.master_eof()
 
     def exit_code(self) -> int:
+        if self.interrupted is not None:
+            from rootless.runtime.interrupt import Interrupted
+
+            raise Interrupted(self.interrupted)
         if self.error is not None:
             # A set-up or exec failure reported by PID 1 (or the helper) wins.
             if self.timed_out:
@@ -569,36 +766,33 @@ class Session:
         return os.WEXITSTATUS(status)
 
     # -- signals ------------------------------------------------------------------------
-    def install_signal_handlers(self) -> None:
-        def record(signum: int, _frame: Any) -> None:
-            self.pending.append(signum)
+    def check_interrupt(self) -> None:
+        """Between the steps of the start-up: a stopping signal ends it here (the callers'
+        `finally:` blocks kill the helper and clean up)."""
+        from rootless.runtime.interrupt import STOPPING, Interrupted
 
-        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
-        for sig in FORWARDED:
-            self.saved_handlers[sig] = signal.signal(sig, record)
-
-    def restore_signal_handlers(self) -> None:
-        for sig, handler in self.saved_handlers.items():
-            signal.signal(sig, handler)
-        self.saved_handlers.clear()
-        signal.set_wakeup_fd(-1)
+        for sig in self.signals.take():
+            if sig in STOPPING:
+                self.log(f"signal {sig} before the command started: stopping the start-up")
+                raise Interrupted(sig)
 
     def handle_signals(self) -> None:
-        try:
-            while os.read(self.wake_r, 512):
-                pass
-        except BlockingIOError:
-            pass
-        pending, self.pending = self.pending, []
-        for sig in pending:
+        for sig in self.signals.take():
             if sig == signal.SIGWINCH:
                 if self.master is not None:
                     from rootless.runtime.tty import set_window_size, window_size
 
                     set_window_size(self.master, window_size(0))
                 continue
-            self.log(f"forwarding signal {sig} to PID 1")
-            self.signal_pid1(sig)
+            if self.started:
+                self.log(f"forwarding signal {sig} to PID 1")
+                self.signal_pid1(sig)
+            elif self.interrupted is None:
+                # PID 1 is still setting up (or its exec is in flight): stop it; the helper
+                # reports its end and exit_code() turns it into Interrupted.
+                self.log(f"signal {sig} before the command started: stopping the start-up")
+                self.interrupted = sig
+                self.signal_pid1(signal.SIGKILL)
 
     def signal_pid1(self, sig: int) -> None:
         try:
@@ -606,8 +800,8 @@ class Session:
                 libc().pidfd_send_signal(self.pidfd, sig)
             elif self.pid1 is not None:
                 os.kill(self.pid1, sig)
-        except OSError:
-            pass
+        except ProcessLookupError:
+            pass  # PID 1 has exited; the helper's "exit" message is on its way
 
     # -- the end ------------------------------------------------------------------------
     def reap_helper(self) -> None:
@@ -619,26 +813,95 @@ class Session:
             self.helper_pid = 0
 
     def close(self) -> None:
-        self.restore_signal_handlers()
         if self.helper_pid:
-            try:
-                os.kill(self.helper_pid, signal.SIGKILL)
-            except OSError:
-                pass
+            os.kill(self.helper_pid, signal.SIGKILL)  # our unreaped child: it exists
             self.reap_helper()
-        for fd in (self.wake_r, self.wake_w, self.pidfd, self.master):
+        if self.pidfd is not None:
+            # PID 1 dies of its helper's death (PR_SET_PDEATHSIG), a moment later: the clean-up
+            # that follows must not race its last set-up steps.
+            select.select([self.pidfd], [], [], 2.0)
+        for fd in (self.pidfd, self.master):
             if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+                os.close(fd)
+        self.pidfd = self.master = None
+        if self.network_watch is not None:
+            self.network_watch.close()
         self.hchan.close()
         if self.cchan is not None:
             self.cchan.close()
 
 
+def open_pidfd(pid: int) -> int | None:
+    """A pidfd for pid; None when the process is already gone (ESRCH) or the kernel has no
+    pidfd_open (ENOSYS, before 5.3): callers then fall back to the plain pid."""
+    import errno
+
+    try:
+        return libc().pidfd_open(pid)
+    except OSError as exc:
+        if exc.errno not in (errno.ESRCH, errno.ENOSYS):
+            raise
+        return None
+
+
+class NetworkWatch:
+    """Notices the death of the network helper (pasta, slirp4netns) while the container runs:
+    the container is then cut off, which must not pass silently. Said on stderr (a detached
+    container's stderr is its log) and recorded in state.json, where `rl ps` and `rl inspect`
+    show it. It does not reap the helper (the plan's stop() does, and must not signal a pid
+    that was reaped and reused)."""
+
+    def __init__(self, pid: int, pidfd: int, name: str) -> None:
+        self.pid = pid
+        self.pidfd: int | None = pidfd
+        self.name = name
+
+    @classmethod
+    def of(cls, network: Any) -> NetworkWatch | None:
+        pid = getattr(network, "pid", None)
+        if not isinstance(pid, int):
+            return None
+        pidfd = open_pidfd(pid)
+        return None if pidfd is None else cls(pid, pidfd, network.mode)
+
+    def fileno(self) -> int:
+        assert self.pidfd is not None
+        return self.pidfd
+
+    def fire(self, session: Session) -> None:
+        session.network_watch = None
+        if session.pidfd is not None and select.select([session.pidfd], [], [], 0)[0]:
+            self.close()  # PID 1 is gone: the helper ends with the namespace, as it should
+            return
+        info = os.waitid(os.P_PIDFD, self.fileno(), os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        self.close()
+        how = "exited"
+        if info is not None:
+            how = (f"was killed by signal {info.si_status}" if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
+                   else f"exited with status {info.si_status}")
+        text = (f"{self.name} (pid {self.pid}), the container's network, {how}: "
+                "the container has no network now")
+        notice(f"rl: {text}")
+        from rootless.runtime import state
+
+        state.note_problem(session.p, text, network_lost=True)
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+def fd_path(fd: int) -> str:
+    """What a namespace descriptor names, for error messages (nsfs shows 'net:[4026...]')."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except FileNotFoundError:  # ENOENT: no /proc here, or the descriptor is already closed
+        return f"fd {fd}"
+
+
 def cleanup(p: Prepared, log: Log, exit_code: int | None) -> None:
-    p.network.stop()
+    p.network.stop(log)
     if p.cgroup is not None:
         p.cgroup.remove()
     if p.record:
@@ -659,5 +922,6 @@ def cleanup(p: Prepared, log: Log, exit_code: int | None) -> None:
         run_in_userns(lambda: remove_tree_as_root(root), mapping=p.mapping, helpers=p.helpers,
                       name="rl:[cleanup]")
     except RlError as exc:
-        log(f"cleanup of {root} failed: {exc}")
+        # Not silent: the storage stays (without its config: `rl ps`/`rl system prune` sweep it).
+        notice(f"rl: removing the container's storage {root}: {exc}")
 

@@ -7,7 +7,7 @@ first by the caller.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import errno
 
 from rootless.kernel import constants as k
 from rootless.primitives.mounts import MountOp
@@ -15,12 +15,16 @@ from rootless.primitives.mounts import MountOp
 # typing is imported for annotations only: importing it costs ~4 ms of `rl run`'s start-up.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 # Host device nodes bind-mounted into the container's /dev (an unprivileged user cannot mknod).
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 DEFAULT_TMPFS_OPTS = "mode=1777,size=65536k"
+
+# What a kernel or host without a feature answers to its mount: not built in, or refused.
+NOT_HERE = (errno.ENODEV, errno.EPERM)
 
 
 def plan_mounts(
@@ -54,7 +58,8 @@ def plan_mounts(
         MountOp("mount", "/dev/pts", "devpts", "devpts", k.MS_NOSUID | k.MS_NOEXEC, pts_opts),
         MountOp("symlink", "/dev/ptmx", "pts/ptmx"),
         MountOp("mount", "/dev/shm", "shm", "tmpfs", nsd | k.MS_NOEXEC, DEFAULT_TMPFS_OPTS),
-        MountOp("mount", "/dev/mqueue", "mqueue", "mqueue", nsd | k.MS_NOEXEC, optional=True),
+        # ENODEV: a kernel without POSIX message queues; EPERM: one that refuses them here.
+        MountOp("mount", "/dev/mqueue", "mqueue", "mqueue", nsd | k.MS_NOEXEC, skip_on=NOT_HERE),
         MountOp("symlink", "/dev/fd", "/proc/self/fd"),
         MountOp("symlink", "/dev/stdin", "/proc/self/fd/0"),
         MountOp("symlink", "/dev/stdout", "/proc/self/fd/1"),
@@ -70,7 +75,7 @@ def plan_mounts(
         # A new cgroup2 instance from inside the cgroup namespace shows the container's own
         # cgroup as its root (cgroup_namespaces(7)).
         plan.append(MountOp("mount", "/sys/fs/cgroup", "cgroup2", "cgroup2",
-                            nsd | k.MS_NOEXEC | k.MS_RDONLY, optional=True))
+                            nsd | k.MS_NOEXEC | k.MS_RDONLY, skip_on=NOT_HERE))
     for target, source in etc_files.items():
         plan.append(MountOp("file", target))
         plan.append(MountOp("bind", target, source, flags=nsd | k.MS_NOEXEC))
@@ -90,8 +95,11 @@ def plan_mounts(
         else:
             flags = k.MS_RDONLY if vol.readonly else 0
             plan.append(MountOp("bind", vol.destination, vol.source, flags=flags | k.MS_NOSUID | k.MS_NODEV))
+    # A masked or read-only path that this kernel does not have is skipped (the step checks
+    # first; ENOENT covers a /proc entry gone in between). Any other failure is an error:
+    # a mask that silently failed would leave the path readable (runc decides the same).
     for path in masked:
-        plan.append(MountOp("mask", path, optional=True))
+        plan.append(MountOp("mask", path, skip_on=(errno.ENOENT,)))
     for path in readonly_paths:
-        plan.append(MountOp("remount", path, flags=k.MS_RDONLY, optional=True))
+        plan.append(MountOp("remount", path, flags=k.MS_RDONLY, skip_on=(errno.ENOENT,)))
     return plan

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import _signal as signal  # signal.py only adds enums: importing it (and enum) costs ~3 ms
+import errno
 import os
-import signal
 
 # Signals `rl` forwards to the container (the rest keep their default meaning for rl itself).
 FORWARDED = (
@@ -26,11 +27,13 @@ def parse_signal(text: str | int) -> int:
         if 0 < num < signal.NSIG:
             return num
         raise ValueError(f"invalid signal: {text}")
+    import signal as signals  # the enum of names, off the start-up path
+
     name = str(text).upper()
     if not name.startswith("SIG"):
         name = "SIG" + name
     try:
-        return int(signal.Signals[name])
+        return int(signals.Signals[name])
     except KeyError:
         if name.startswith("SIGRTMIN+") and name[9:].isdigit():
             return int(signal.SIGRTMIN) + int(name[9:])
@@ -41,11 +44,24 @@ def close_fds_except(keep: set[int]) -> None:
     """Close every descriptor not in keep (no fd from rl may leak into the container)."""
     try:
         fds = [int(n) for n in os.listdir("/proc/self/fd")]
-    except OSError:
-        fds = list(range(3, 1024))
+    except FileNotFoundError:
+        close_range_except(keep)  # ENOENT: no /proc mounted in this mount namespace
+        return
     for fd in fds:
         if fd not in keep:
             try:
                 os.close(fd)
-            except OSError:
-                pass
+            except OSError as exc:
+                # EBADF: the descriptor listdir read /proc/self/fd through, closed since.
+                if exc.errno != errno.EBADF:
+                    raise
+
+
+def close_range_except(keep: set[int]) -> None:
+    """Close every descriptor below the open-files limit that is not in keep, without /proc
+    (close_range(2) where the kernel has it; os.closerange ignores EBADF itself)."""
+    start = 0
+    for fd in sorted(keep):
+        os.closerange(start, fd)
+        start = fd + 1
+    os.closerange(start, max(os.sysconf("SC_OPEN_MAX"), start))

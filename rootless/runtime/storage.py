@@ -10,7 +10,6 @@ writes for it (/etc/hostname, /etc/hosts, /etc/resolv.conf) — never written in
 
 from __future__ import annotations
 
-import json
 import os
 
 from rootless.errors import SetupError, describe_oserror
@@ -74,6 +73,8 @@ class ContainerDirs:
         return path
 
     def write_config(self, data: dict[str, Any]) -> None:
+        import json  # indented for people who read it; rl-oci's start-up never writes one
+
         tmp = self.config + ".tmp"
         with open(tmp, "w") as f:
             f.write(json.dumps(data, indent=2))

@@ -3,6 +3,7 @@ master that PID 1 sent over the channel."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
@@ -20,8 +21,9 @@ def window_size(fd: int = 0) -> tuple[int, int] | None:
                 "HHHH", fcntl.ioctl(candidate, k.TIOCGWINSZ, b"\0" * 8)
             )
             return rows, cols
-        except OSError:
-            continue
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTTY, errno.EBADF):  # not a terminal; not open
+                raise
     return None
 
 
@@ -49,10 +51,16 @@ class RawMode:
 
 
 def copy_chunk(src: int, dst: int) -> bool:
-    """Copy what is readable from src to dst; False at end-of-file (or EIO on a closed pty)."""
+    """Copy what is readable from src to dst; False at end-of-file, when the other side of a
+    pty or terminal is gone (EIO) or when dst is a closed pipe (EPIPE). A non-blocking src
+    with nothing to read raises BlockingIOError (the callers that drain a pty stop there)."""
     try:
         data = os.read(src, 65536)
-    except OSError:
+    except BlockingIOError:
+        raise
+    except OSError as exc:
+        if exc.errno != errno.EIO:  # a pty master whose slave side is closed, a hung-up tty
+            raise
         return False
     if not data:
         return False
@@ -65,7 +73,9 @@ def copy_chunk(src: int, dst: int) -> bool:
 
             select.select([], [dst], [])
             continue
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in (errno.EIO, errno.EPIPE):
+                raise
             return False
         view = view[n:]
     return True

@@ -20,10 +20,11 @@ calls, in this order (runtime/container.py run_command):
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
-from rootless.errors import SetupError, UsageError
+from rootless.errors import SetupError, UsageError, describe_oserror
 from rootless.security import caps as capmod
 
 TYPE_CHECKING = False  # typing costs ~2 ms of `rl run`: annotations only
@@ -36,8 +37,12 @@ _IGNORED_OPTS = ("label=", "apparmor=", "proc-opts=")  # no LSM support: accepte
 class SecurityPlan:
     """The security settings of one run, ready for PID 1 (plain data plus a BPF buffer)."""
 
+    # `sets`: an OCI process's own capability sets as masks (bounding, effective, permitted,
+    # inheritable, ambient), applied as they are whatever the user; None for `rl run`, whose
+    # sets follow from `caps`/`user_caps` and the user (podman's rules, below).
     __slots__ = ("privileged", "caps", "user_caps", "last_cap", "no_new_privs", "masked",
-                 "readonly", "seccomp", "seccomp_source", "secrets", "_secrets_op", "_done")
+                 "readonly", "seccomp", "seccomp_source", "secrets", "_secrets_op", "_done",
+                 "sets")
 
     def __init__(self, **kw: Any) -> None:
         for name in self.__slots__:
@@ -75,10 +80,12 @@ class SecurityPlan:
 
             op = self._secrets_op
             write_into_container(lib, self.secrets, user.uid, user.gid, op.flags, op.data)
-        if not self.privileged:
+        if self.sets is not None:
+            capmod.drop_bounding_set(lib, self.sets[0], self.last_cap)
+        elif not self.privileged:
             capmod.drop_bounding_set(lib, self.caps, self.last_cap)
         capmod.clear_ambient(lib)
-        if user.uid != 0 and self.user_caps:
+        if user.uid != 0 and (self.user_caps or (self.sets is not None and self.sets[2])):
             capmod.keep_caps_across_setuid(lib)
         if self.seccomp is not None and not self.no_new_privs:
             self.seccomp.install(lib)
@@ -87,7 +94,11 @@ class SecurityPlan:
     def apply_before_exec(self, lib: Any, user: Any) -> None:
         if not self._done:
             raise SetupError("security: apply_before_identity was not called before the user switch")
-        if user.uid == 0:
+        if self.sets is not None:
+            _, effective, permitted, inheritable, ambient = self.sets
+            lib.capset(effective, permitted, inheritable)
+            capmod.raise_ambient(lib, ambient, self.last_cap)
+        elif user.uid == 0:
             capmod.set_process_caps(lib, self.caps)
         else:
             # setresuid already emptied permitted/effective (unless keep-caps); what a
@@ -140,8 +151,9 @@ def default_profile_path() -> str:
     return os.path.normpath(os.path.join(here, "..", "..", "configs", "seccomp.json"))
 
 
-def plan_security(spec: Any, paths: Any = None) -> SecurityPlan:
-    """Validate the security flags of `spec` and prepare everything PID 1 will apply."""
+def plan_security(spec: Any, paths: Any = None, log: Any = None) -> SecurityPlan:
+    """Validate the security flags of `spec` and prepare everything PID 1 will apply.
+    `log`: the launcher's debug log, if any."""
     if paths is None:
         from rootless.paths import Paths
 
@@ -161,7 +173,8 @@ def plan_security(spec: Any, paths: Any = None) -> SecurityPlan:
             os.fstat(fd)
         except OSError:
             raise UsageError(f"--preserve-fds {preserve}: file descriptor {fd} is not open") from None
-    seccomp, source = _plan_seccomp(opts["seccomp"], bool(spec.privileged), caps, last_cap, paths)
+    seccomp, source = _plan_seccomp(opts["seccomp"], bool(spec.privileged), caps, last_cap, paths,
+                                    log)
     secrets: list[tuple[str, bytes]] = []
     secrets_op = None
     if spec.secrets:
@@ -175,8 +188,44 @@ def plan_security(spec: Any, paths: Any = None) -> SecurityPlan:
                         secrets=secrets, _secrets_op=secrets_op)
 
 
+def plan_oci_security(process: dict[str, Any], linux: dict[str, Any], paths: Any,
+                      log: Any = None) -> SecurityPlan:
+    """The security plan of an OCI process (config.json's `process`, or an exec's): its five
+    capability sets as given, noNewPrivileges, the container's seccomp profile (same format
+    as podman's, compiled through the same cache), masked and read-only paths as listed."""
+    last_cap = capmod.read_last_cap()
+    caps = process.get("capabilities") or {}
+    bounding, effective, permitted, inheritable, ambient = (
+        capmod.mask_of(caps.get(kind) or []) & capmod.all_caps(last_cap)
+        for kind in ("bounding", "effective", "permitted", "inheritable", "ambient"))
+    # The kernel raises an ambient capability only when it is permitted and inheritable
+    # (capabilities(7)); runc ignores the others (its rootless spec lists ambient without
+    # inheritable), and so does rl-oci.
+    sets = (bounding, effective, permitted, inheritable, ambient & permitted & inheritable)
+    seccomp, source = None, "unconfined"
+    profile = linux.get("seccomp")
+    if profile:
+        import rootless.jsonc as json  # not json: it imports re (~3 ms of every create)
+        from rootless.security.seccomp import load_filter
+
+        # The profile's bytes are the cache key: the same JSON, sorted, gives the same key.
+        data = json.dumps(profile, sort_keys=True).encode()
+        try:
+            seccomp = load_filter(data, "linux.seccomp", set(capmod.names_of(sets[0])),
+                                  os.path.join(paths.runtime_dir, "seccomp"))
+        except FileNotFoundError:
+            raise SetupError("linux.seccomp cannot be applied: libseccomp is not installed",
+                             hint="install libseccomp2 (apt-get install libseccomp2)") from None
+        source = "linux.seccomp"
+    return SecurityPlan(privileged=False, caps=sets[0], user_caps=0, last_cap=last_cap,
+                        no_new_privs=bool(process.get("noNewPrivileges")),
+                        masked=list(linux.get("maskedPaths") or []),
+                        readonly=list(linux.get("readonlyPaths") or []), seccomp=seccomp,
+                        seccomp_source=source, secrets=[], _secrets_op=None, sets=sets)
+
+
 def _plan_seccomp(value: str | None, privileged: bool, caps: int, last_cap: int,
-                  paths: Any) -> tuple[Any, str]:
+                  paths: Any, log: Any = None) -> tuple[Any, str]:
     if value == "unconfined" or (privileged and value is None):
         return None, "unconfined"
     strict = value is not None  # a profile the user named must be applied, or the run fails
@@ -187,6 +236,10 @@ def _plan_seccomp(value: str | None, privileged: bool, caps: int, last_cap: int,
     except OSError as exc:
         if strict:
             raise UsageError(f"opening seccomp profile {path}: {exc.strerror}") from None
+        if exc.errno != errno.ENOENT:
+            # Present but unreadable: never a reason to run with less confinement.
+            raise SetupError(describe_oserror(f"reading the default seccomp profile {path}", exc),
+                             hint="reinstall rl, or choose --security-opt seccomp=PATH") from None
         sys.stderr.write(f"rl: warning: the default seccomp profile {path} is missing: "
                          "running without seccomp\n")
         return None, "unconfined"
@@ -194,8 +247,8 @@ def _plan_seccomp(value: str | None, privileged: bool, caps: int, last_cap: int,
 
     cap_names = set(capmod.names_of(caps))
     try:
-        return load_filter(data, path, cap_names, os.path.join(paths.runtime_dir, "seccomp")), \
-            ("default" if not strict else path)
+        return load_filter(data, path, cap_names, os.path.join(paths.runtime_dir, "seccomp"),
+                           log=log), ("default" if not strict else path)
     except FileNotFoundError:
         if strict:
             raise SetupError(f"seccomp profile {path} cannot be applied: libseccomp is not installed",

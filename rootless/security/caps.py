@@ -103,7 +103,7 @@ def read_last_cap(path: str = "/proc/sys/kernel/cap_last_cap") -> int:
     try:
         with open(path) as f:
             return min(int(f.read()), len(CAP_NAMES) - 1)
-    except (OSError, ValueError):
+    except FileNotFoundError:  # kernels before 3.2 have no cap_last_cap
         return len(CAP_NAMES) - 1
 
 

@@ -74,9 +74,10 @@ def cache_key(profile_bytes: bytes, caps: set[str], machine: str, release: str) 
 
 
 def load_filter(profile_bytes: bytes, source: str, caps: set[str], cache_dir: str | None,
-                libseccomp_name: str = "libseccomp.so.2") -> Filter:
+                libseccomp_name: str = "libseccomp.so.2", log: Any = None) -> Filter:
     """The compiled filter for a profile, from the cache or compiled (and cached) now.
-    Raises FileNotFoundError when libseccomp is missing and nothing is cached."""
+    Raises FileNotFoundError when libseccomp is missing and nothing is cached. A cache entry
+    that cannot be read is compiled again (`log`, when given, says why)."""
     uname = os.uname()  # platform.machine() is the same value, but importing platform costs
     machine, release = uname.machine, uname.release
     key = cache_key(profile_bytes, caps, machine, release)
@@ -85,8 +86,11 @@ def load_filter(profile_bytes: bytes, source: str, caps: set[str], cache_dir: st
         try:
             with open(path, "rb") as f:
                 return Filter(f.read())
-        except (OSError, ValueError):
-            pass
+        except FileNotFoundError:
+            pass  # not compiled yet for this profile, capability set and kernel
+        except (OSError, ValueError) as exc:
+            if log:
+                log(f"seccomp: the cached filter {path} is unusable ({exc}): compiling again")
     import json
 
     try:
@@ -99,19 +103,27 @@ def load_filter(profile_bytes: bytes, source: str, caps: set[str], cache_dir: st
 
     program = compile_profile(profile, caps, machine, release, LibSeccomp(libseccomp_name))
     if path and cache_dir:
-        _store(cache_dir, path, program)
+        _store(cache_dir, path, program, log)
     return Filter(program)
 
 
-def _store(cache_dir: str, path: str, program: bytes) -> None:
+def _store(cache_dir: str, path: str, program: bytes, log: Any = None) -> None:
+    """Write the cache entry under a temporary name, then rename it into place. Any failure
+    (a full or read-only runtime directory) only costs the next run a compile: it is logged,
+    and the temporary file removed."""
+    tmp = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(cache_dir, mode=0o700, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, program)
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except OSError:
-        pass  # a cache that cannot be written only costs the next run a compile
+    except OSError as exc:
+        if log:
+            log(f"seccomp: cannot cache the compiled filter in {cache_dir}: {exc}")
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass

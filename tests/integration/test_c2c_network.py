@@ -244,13 +244,6 @@ def test_nothing_remains_after_the_last_member(rl, busybox_rootfs, net, how):
     assert r.returncode == 0 and "10.89.0.2/24" in r.stdout, r.stdout + r.stderr
 
 
-def test_a_network_refuses_other_id_mappings(rl, busybox_rootfs, net):
-    net("mapped")
-    r = rl("run", "--rm", "--network", "mapped", "--userns", "keep-id", "--rootfs", str(busybox_rootfs), "true")
-    assert r.returncode == 125 and "--userns" in r.stderr, r.stderr
-    assert not (rl.runtime / "networks" / "mapped").exists()
-
-
 def test_create_validates_and_ls_lists(rl, net):
     net("a", "--subnet", "10.89.7.0/24")
     r = rl("network", "create", "b", "--subnet", "10.89.7.128/25")

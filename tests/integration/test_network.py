@@ -37,12 +37,10 @@ def need_helper(name: str) -> None:
     need_tun()
 
 
-@pytest.fixture
-def host_server(tmp_path: Path):
-    """An HTTP server on the host's 127.0.0.1 serving /probe.txt."""
-    root = tmp_path / "www"
+def serve_probe(root: Path, text: str, host: str = "127.0.0.1") -> http.server.ThreadingHTTPServer:
+    """An HTTP server on the host's `host` (a loopback address) serving /probe.txt."""
     root.mkdir()
-    (root / "probe.txt").write_text("probe-from-the-host\n")
+    (root / "probe.txt").write_text(text)
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *a, **kw):
@@ -51,9 +49,18 @@ def host_server(tmp_path: Path):
         def log_message(self, *a):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    class Server(http.server.ThreadingHTTPServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    server = Server((host, 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def host_server(tmp_path: Path):
+    """An HTTP server on the host's 127.0.0.1 serving /probe.txt."""
+    server = serve_probe(tmp_path / "www", "probe-from-the-host\n")
     yield server.server_address[1]
     server.shutdown()
     server.server_close()
@@ -137,6 +144,79 @@ def test_pasta_reaches_host_loopback_through_explicit_forwarding(rl, busybox_roo
     r = run_net(rl, busybox_rootfs, "pasta", get + "; echo rc=$?")
     assert "probe-from-the-host" not in r.stdout and "rc=1" in r.stdout, r.stdout + r.stderr
     assert net_files_left(rl) == []
+
+
+def test_slirp4netns_has_ipv6_from_the_first_instruction(rl, busybox_rootfs, tmp_path):
+    """IPv6 as podman 4.3's slirp4netns network has it, but configured before the command
+    starts (slirp4netns alone leaves it to SLAAC, 2-4 s later): fd00::2 is slirp's alias of
+    the host's ::1 when host loopback is allowed."""
+    need_helper("slirp4netns")
+    try:
+        server = serve_probe(tmp_path / "www6", "probe-over-ipv6\n", "::1")
+    except OSError as exc:
+        need(False, f"the host has no IPv6 loopback: {exc}")
+    try:
+        guard = ('ip -6 route | grep -q "^default via fd00::2 dev tap0" || { echo NOT-SLIRP; exit 99; }; ')
+        get = GET.format(host="fd00::2", port=server.server_address[1])
+        r = run_net(rl, busybox_rootfs, "slirp4netns:allow_host_loopback=true", guard + get)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "probe-over-ipv6" in r.stdout
+        r = run_net(rl, busybox_rootfs, "slirp4netns", guard + get + "; echo rc=$?")
+        assert "NOT-SLIRP" not in r.stdout and "probe-over-ipv6" not in r.stdout, r.stdout
+        r = run_net(rl, busybox_rootfs, "slirp4netns:enable_ipv6=false",
+                    "ip -6 -o addr show scope global | wc -l; ip -6 route | grep -c ^default")
+        assert r.stdout.split() == ["0", "0"], r.stdout + r.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("helper", HELPERS)
+def test_the_network_is_configured_when_the_command_starts(rl, busybox_rootfs, helper):
+    """pasta's readiness is its default routes, not its pid file (rootless.network.pasta):
+    whatever the signal, the command's first instruction sees addresses and routes."""
+    from rootless.network.routes import AF_INET6, host_default_interfaces
+
+    need_helper(helper)
+    v6 = helper == "slirp4netns" or AF_INET6 in host_default_interfaces()
+    script = ("ip -4 route | grep -c ^default; ip -6 route | grep -c ^default; "
+              "ip -6 -o addr show scope global | grep -v tentative | wc -l")
+    for i in range(5):
+        r = run_net(rl, busybox_rootfs, helper, script)
+        assert r.returncode in (0, 1), r.stderr
+        assert r.stdout.split() == ["1", "1" if v6 else "0", "1" if v6 else "0"], (i, r.stdout)
+    if helper == "pasta":
+        r = run_net(rl, busybox_rootfs, helper, "true", opts=("--log-level", "debug"))
+        # The launcher's debug line says which signal it took (the routes, not the pid file).
+        assert "pasta configured (pid" in r.stderr, r.stderr
+
+
+def test_the_default_network_offers_ipv4_ipv6_dns_and_no_host_loopback(rl, busybox_rootfs, host_server):
+    """What `rl run IMAGE` gets without --network: slirp4netns when installed (the faster to
+    start and reap of the two here, and podman 4.3's default), IPv4 and IPv6 routes from the
+    first instruction, a resolver, and not the host's loopback."""
+    need_helper("slirp4netns")
+    need_helper("pasta")
+    get = GET.format(host="10.0.2.2", port=host_server)
+    r = rl("run", "--rm", "--rootfs", str(busybox_rootfs), "sh", "-c",
+           "ip -4 route | grep -c '^default via 10.0.2.2 dev tap0'; ip -6 route | grep -c ^default; "
+           f"grep -c ^nameserver /etc/resolv.conf; {get}; echo rc=$?")
+    out = r.stdout.split()
+    assert out[:3] == ["1", "1", "1"], r.stdout + r.stderr
+    assert "probe-from-the-host" not in r.stdout and "rc=1" in r.stdout, r.stdout
+
+
+def test_no_device_of_a_container_reaches_the_host(rl, busybox_rootfs):
+    """The tap devices rl creates persist until their namespace goes: the kernel deletes them
+    then, never moves them to the host's namespace."""
+    before = sorted(os.listdir("/sys/class/net"))
+    for helper in HELPERS:
+        need_helper(helper)
+        assert run_net(rl, busybox_rootfs, helper, "true").returncode == 0
+    deadline = time.monotonic() + 10
+    while sorted(os.listdir("/sys/class/net")) != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(os.listdir("/sys/class/net")) == before
 
 
 # -- published ports -------------------------------------------------------------------------
@@ -310,3 +390,25 @@ def test_no_helper_and_no_netns_remain(rl, busybox_rootfs, helper, how):
     assert alive == [] and holders == [], (names, alive, holders)
     if how == "exit":
         assert net_files_left(rl) == []
+
+
+@pytest.mark.parametrize("helper", HELPERS)
+def test_the_helper_is_reaped_before_rl_exits(rl, busybox_rootfs, helper):
+    """Not even a zombie: a helper rl does not reap is left to PID 1 of the host, which may
+    take seconds (and a CI runner's reaper may never come)."""
+    need_helper(helper)
+    for i in range(5):
+        proc = rl.popen("run", "--rm", "--network", helper, "--rootfs", str(busybox_rootfs),
+                        "sh", "-c", "trap 'exit 0' TERM; echo ready; sleep 300 & wait")
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        helpers = [p for p in descendants(proc.pid) if os.path.exists(f"/proc/{p}/comm") and
+                   Path(f"/proc/{p}/comm").read_text().startswith(("passt", "pasta", "slirp4netns"))]
+        assert helpers, i
+        proc.terminate()  # forwarded to PID 1: sh exits, rl cleans up as usual
+        proc.wait(timeout=30)
+        proc.communicate()
+        left = [p for p in helpers if os.path.exists(f"/proc/{p}")]
+        states = {p: Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+                  for p in left if os.path.exists(f"/proc/{p}/stat")}
+        assert not left, (i, states)

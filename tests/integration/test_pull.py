@@ -6,6 +6,7 @@ Runs as whoever runs pytest: as root the layers are extracted directly, as an or
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -133,17 +134,21 @@ PULL_SCRIPT = """
 import sys
 sys.path.insert(0, {repo!r})
 from rootless.image.pull import pull_image
+from rootless.image.registry import RetryPolicy
 from rootless.image.store import Store
 from rootless.paths import Paths
 from pathlib import Path
 p = Path({data!r})
 paths = Paths(p / "data", p / "run", p / "config")
-pull_image({ref!r}, paths=paths, store=Store(paths), tls_verify=False, quiet=False, env={{}})
+pull_image({ref!r}, paths=paths, store=Store(paths), tls_verify=False, quiet=False, env={{}},
+           policy=RetryPolicy(**{policy!r}))
 """
 
 
-def _pull_process(ref: str, root: Path) -> subprocess.Popen[str]:
-    code = PULL_SCRIPT.format(repo=str(REPO), data=str(root), ref=ref)
+def _pull_process(ref: str, root: Path, **policy: float) -> subprocess.Popen[str]:
+    """pull_image in a process of its own (the test process has server threads: a pull
+    forks, and must do so from a single-threaded process)."""
+    code = PULL_SCRIPT.format(repo=str(REPO), data=str(root), ref=ref, policy=policy)
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -167,7 +172,7 @@ def test_concurrent_pulls_download_each_blob_once(registry, tmp_path):
     stored_blobs_verify(paths)
 
 
-def _push_big_image(registry, size: int) -> str:
+def _push_big_image(registry, size: int, name: str = "big") -> str:
     """An image with one uncompressed layer of `size` random bytes; returns its reference."""
     from rootless.image import mediatypes as mt
     from rootless.image.registry import RegistryClient
@@ -189,10 +194,10 @@ def _push_big_image(registry, size: int) -> str:
         "layers": [{"mediaType": mt.OCI_LAYER_TAR, "digest": digest, "size": len(layer)}],
     }).encode()
     with RegistryClient(registry.url_host, insecure=True) as client:
-        client.push_blob("rltest/big", layer, digest)
-        client.push_blob("rltest/big", config, sha256_digest(config))
-        client.push_manifest("rltest/big", "latest", manifest, mt.OCI_MANIFEST)
-    return f"{registry.url_host}/rltest/big"
+        client.push_blob(f"rltest/{name}", layer, digest)
+        client.push_blob(f"rltest/{name}", config, sha256_digest(config))
+        client.push_manifest(f"rltest/{name}", "latest", manifest, mt.OCI_MANIFEST)
+    return f"{registry.url_host}/rltest/{name}"
 
 
 def _assert_nothing_visible(paths: Paths) -> None:
@@ -285,3 +290,228 @@ def test_pull_with_credentials_from_auth_file(tmp_path, paths, auth):
         image = pull_image(ref, paths=paths, store=Store(paths), tls_verify=False, quiet=True,
                            env={"REGISTRY_AUTH_FILE": str(authfile)})
         assert image.names == [f"{ref}:latest"]
+
+
+def test_pulled_image_with_thousands_of_directories_matches_its_layer(registry, rl):
+    """Issue 12 item 1, end to end: `rl pull` of a one-layer image with 3000 directories
+    (busybox in the same layer, as in a distribution's base image) keeps every entry's mode,
+    owner and mtime, and a non-root user can run a command in it. Run with the soft
+    RLIMIT_NOFILE of 1024 that most distributions give a login."""
+    import resource
+
+    from rootless.image.registry import RegistryClient
+    from rootless.primitives.userns import default_mapping, run_in_userns
+    from tests.conftest import need
+    from tests.layer_fixtures import tar_mismatches
+    from tests.registry_fixtures import load_image_builder
+
+    need(default_mapping()[0].mode != "single",
+         "owners 33 and 1000 need a subordinate id range (/etc/subuid)")
+    builder = load_image_builder()
+    image = builder.many_dirs_image(3000)
+    with RegistryClient(registry.url_host, insecure=True) as client:
+        builder.push_image(client, "rltest/manydirs", "latest", image)
+    ref = f"{registry.url_host}/rltest/manydirs:latest"
+
+    def low_fd_limit() -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+
+    pulled = subprocess.run([rl.exe, "pull", "-q", "--tls-verify=false", ref], env=rl.env,
+                            capture_output=True, text=True, timeout=300, preexec_fn=low_fd_limit)
+    assert pulled.returncode == 0, pulled.stderr
+    (layer,) = image.layers
+    tar = gzip.decompress(layer.blob)
+    dest = rl.data / "layers" / layer.diff_id.split(":", 1)[1]
+    out = rl.base / "mismatches.json"
+    run_in_userns(lambda: out.write_text(json.dumps(tar_mismatches(tar, dest))),
+                  name="rl:[test-check]")
+    assert json.loads(out.read_text()) == []
+    r = rl("run", "--rm", "--network", "none", "-u", "1000", ref, "id")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("uid=1000")
+    # and inside a directory the image gives to 1000 alone (mode 0700, owner 1000)
+    r = rl("run", "--rm", "--network", "none", "-u", "1000", ref, "ls", "/tree/g000/d00013")
+    assert r.returncode == 0, r.stderr
+
+
+# -- a registry that stalls, cuts and resets (issue 13 item 8) ---------------------------------
+# Short time-outs, so that each case takes seconds; the defaults are checked by arithmetic.
+FAST = {"connect_timeout": 2.0, "read_timeout": 2.0, "backoff": 0.05, "budget": 5.0,
+        "resumes": 5}
+LAYER = 8 << 20
+
+
+def test_the_default_policy_gives_up_within_a_minute():
+    from rootless.image.registry import DEFAULT_POLICY, RetryPolicy
+
+    assert 40 < DEFAULT_POLICY.worst_case() < 60
+    assert RetryPolicy(**FAST).worst_case() < 15
+
+
+@pytest.fixture
+def proxy(registry):
+    from tests.registry_fixtures import FaultProxy
+
+    with FaultProxy(registry.url_host) as p:
+        yield p
+
+
+def _proxied_big(registry, proxy) -> tuple[str, str]:
+    """(reference through the proxy, layer blob digest) of an 8 MB uncompressed layer."""
+    ref = _push_big_image(registry, LAYER, "faulty")
+    from rootless.image.manifest import resolve_image
+    from rootless.image.reference import parse_reference
+    from rootless.image.registry import RegistryClient
+
+    with RegistryClient(registry.url_host, insecure=True) as client:
+        resolved = resolve_image(client, parse_reference(ref))
+    return ref.replace(registry.url_host, proxy.url_host), resolved.layers[0].digest
+
+
+@pytest.mark.parametrize("kind", ["stall_body", "cut", "reset"])
+def test_a_broken_layer_download_is_resumed(registry, proxy, tmp_path, kind):
+    """The blob download breaks after 3 MB (stalls, closes, resets): rl asks for the rest
+    with a Range request, says so on the progress line, and the layer is whole. While the
+    download is stalled, the unpacker has already written part of the layer: they overlap."""
+    from tests.registry_fixtures import Fault
+
+    ref, digest = _proxied_big(registry, proxy)
+    proxy.add(Fault(kind, match=f"/blobs/{digest}", after=3 << 20))
+    proc = _pull_process(ref, tmp_path, **FAST)
+    layers = tmp_path / "data" / "layers"
+    seen = 0
+    while proc.poll() is None and kind == "stall_body" and not seen:
+        for tmp in layers.glob(".tmp-*/big.bin") if layers.exists() else []:
+            seen = max(seen, tmp.stat().st_size)
+        time.sleep(0.01)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    if kind == "stall_body":
+        assert seen > 0, "nothing was unpacked while the download was stalled"
+    blob_requests = [r for r in proxy.requests if r.path.endswith(digest) and r.method == "GET"]
+    assert len(blob_requests) == 2, blob_requests
+    assert "Range" not in blob_requests[0].headers
+    assert blob_requests[1].headers["Range"].startswith("bytes=")
+    assert blob_requests[1].headers["Range"] != "bytes=0-"
+    assert f"Copying blob {digest[7:19]} retrying (2/6)" in err, err
+    paths = Paths(tmp_path / "data", tmp_path / "run", tmp_path / "config")
+    (image,) = Store(paths).list_images()
+    assert (image.layer_dirs(Store(paths))[0] / "big.bin").stat().st_size == LAYER
+    stored_blobs_verify(paths)
+
+
+def test_a_registry_that_ignores_range_is_read_again_from_the_start(registry, proxy, tmp_path):
+    from tests.registry_fixtures import Fault
+
+    ref, digest = _proxied_big(registry, proxy)
+    proxy.add(Fault("cut", match=f"/blobs/{digest}", after=3 << 20),
+              Fault("strip_range", match=f"/blobs/{digest}"))
+    proc = _pull_process(ref, tmp_path, **FAST)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert [r.fault for r in proxy.requests if r.path.endswith(digest)] == ["cut", "strip_range"]
+    paths = Paths(tmp_path / "data", tmp_path / "run", tmp_path / "config")
+    (image,) = Store(paths).list_images()
+    assert (image.layer_dirs(Store(paths))[0] / "big.bin").stat().st_size == LAYER
+    stored_blobs_verify(paths)
+
+
+def _assert_nothing_half_pulled(tmp_path: Path) -> None:
+    paths = Paths(tmp_path / "data", tmp_path / "run", tmp_path / "config")
+    _assert_nothing_visible(paths)
+    assert list(paths.tmp.iterdir()) == []
+    assert [p.name for p in paths.layers.iterdir() if p.name.startswith(".tmp-")] == []
+
+
+@pytest.mark.parametrize("where", ["/v2/", "/blobs/"])
+def test_a_registry_that_never_answers_fails_quickly(registry, proxy, tmp_path, where):
+    """It accepts the connection and says nothing: at first (every request), or for the
+    layer only. The pull gives up within the policy's bound, naming the registry."""
+    from rootless.image.registry import RetryPolicy
+    from tests.registry_fixtures import Fault
+
+    ref, _ = _proxied_big(registry, proxy)
+    proxy.add(Fault("stall", match=where, times=1000))
+    started = time.monotonic()
+    proc = _pull_process(ref, tmp_path, **FAST)
+    _, err = proc.communicate(timeout=120)
+    elapsed = time.monotonic() - started
+    assert proc.returncode != 0
+    assert f"registry {proxy.url_host} sent nothing for 2 s" in err, err
+    assert "Traceback" not in err.split("ImageError")[0] or "RegistryError" in err
+    assert elapsed < RetryPolicy(**FAST).worst_case() + 10, elapsed
+    assert "retrying (2/4)" in err or "Retrying (2/4)" in err, err
+    _assert_nothing_half_pulled(tmp_path)
+
+
+def test_a_download_cut_every_time_fails_leaving_nothing(registry, proxy, tmp_path):
+    from tests.registry_fixtures import Fault
+
+    ref, digest = _proxied_big(registry, proxy)
+    proxy.add(Fault("cut", match=f"/blobs/{digest}", after=1 << 20, times=1000))
+    proc = _pull_process(ref, tmp_path, **FAST)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "the download broke off after" in err and "(6 attempts)" in err, err
+    _assert_nothing_half_pulled(tmp_path)
+
+
+# -- a full file system (issue 13 item 10) -------------------------------------------------
+def _push_zeros_image(registry, size: int) -> str:
+    """One gzip layer holding `size` zero bytes: a tiny blob, a big layer."""
+    from rootless.image import mediatypes as mt
+    from rootless.image.registry import RegistryClient
+    from tests.layer_fixtures import LayerBuilder, gzip_bytes
+
+    tar = LayerBuilder().file("zeros.bin", bytes(size)).build()
+    blob = gzip_bytes(tar)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [sha256_digest(tar)]}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+        "config": {"mediaType": mt.OCI_CONFIG, "digest": sha256_digest(config),
+                   "size": len(config)},
+        "layers": [{"mediaType": mt.OCI_LAYER_GZIP, "digest": sha256_digest(blob),
+                    "size": len(blob)}],
+    }).encode()
+    with RegistryClient(registry.url_host, insecure=True) as client:
+        client.push_blob("rltest/zeros", blob, sha256_digest(blob))
+        client.push_blob("rltest/zeros", config, sha256_digest(config))
+        client.push_manifest("rltest/zeros", "latest", manifest, mt.OCI_MANIFEST)
+    return f"{registry.url_host}/rltest/zeros"
+
+
+@pytest.mark.parametrize("image, size, step", [
+    ("faulty", "2m", "writing blob sha256:"),   # an 8 MB blob does not fit
+    ("zeros", "6m", "unpacking layer sha256:"),  # its 16 kB blob fits, its 16 MB layer not
+])
+def test_a_full_file_system_names_the_blob_or_layer_and_the_path(registry, rl, tmp_path, image,
+                                                                  size, step):
+    """The data directory on a small tmpfs (mounted in a user namespace where rl runs as
+    root: an unprivileged user may mount tmpfs there): ENOSPC is an Error naming the blob or
+    layer and the path, with a hint, and the store holds nothing half-pulled."""
+    from tests.conftest import need_tool
+
+    need_tool("unshare")
+    need_tool("newuidmap")
+    ref = (_push_big_image(registry, LAYER, "faulty") if image == "faulty"
+           else _push_zeros_image(registry, 16 << 20))
+    data = tmp_path / "small"
+    data.mkdir()
+    script = (f'mount -t tmpfs -o size={size} tmpfs "$D" || exit 99; '
+              f'"$RL" pull --tls-verify=false {ref}; echo "status=$?"; '
+              'echo "tmp=[$(ls -A "$D/rootless/tmp")] layers=[$(ls -A "$D/rootless/layers")]"; '
+              'echo "images=[$("$RL" images -q)]"')
+    r = subprocess.run(["unshare", "--map-auto", "--map-root-user", "--mount", "sh", "-c", script],
+                       env=dict(rl.env, D=str(data), RL=rl.exe, XDG_DATA_HOME=str(data)),
+                       capture_output=True, text=True, timeout=120)
+    assert "status=125" in r.stdout, r.stdout + r.stderr
+    error = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1, r.stderr
+    assert error[0].startswith(f"Error: {step}"), error
+    assert str(data / "rootless") in error[0] and error[0].endswith("(ENOSPC)"), error
+    assert f"Hint: free space on the file system of {data / 'rootless'}" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert "tmp=[] layers=[l]" in r.stdout, r.stdout
+    assert "images=[]" in r.stdout, r.stdout

@@ -32,7 +32,7 @@ from rootless.image import mediatypes as mt  # noqa: E402
 from rootless.image.auth import Credentials  # noqa: E402
 from rootless.image.manifest import Platform, host_platform, resolve_image  # noqa: E402
 from rootless.image.reference import parse_reference  # noqa: E402
-from rootless.image.registry import RegistryClient  # noqa: E402
+from rootless.image.registry import RegistryClient, RetryPolicy  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,8 @@ def sha256(data: bytes) -> str:
 
 
 def client_for(reg: RunningRegistry, credentials: Credentials | None = None) -> RegistryClient:
-    return RegistryClient(reg.url_host, insecure=True, credentials=credentials, backoff=0.01)
+    return RegistryClient(reg.url_host, insecure=True, credentials=credentials,
+                          policy=RetryPolicy(backoff=0.01))
 
 
 @pytest.fixture(scope="module")
@@ -354,7 +355,8 @@ def test_5xx_and_429_are_retried() -> None:
         [(503, {}, b""), (429, {"Retry-After": "0"}, b""), (502, {}, b"bad gateway")], OK
     )
     with serve_http(respond) as server:
-        with RegistryClient(server.url_host, insecure=True, backoff=0.01, retries=3) as client:
+        with RegistryClient(server.url_host, insecure=True,
+                            policy=RetryPolicy(backoff=0.01, retries=3)) as client:
             body, media_type, digest = client.get_manifest("app", "latest", mt.MANIFEST_ACCEPT)
         assert (body, media_type, digest) == (MANIFEST, mt.OCI_MANIFEST, sha256(MANIFEST))
         assert len([r for r in server.requests if r.path.endswith("/latest")]) == 4
@@ -370,7 +372,8 @@ def test_gives_up_naming_the_registry_and_status() -> None:
         ),
     )
     with serve_http(respond) as server:
-        with RegistryClient(server.url_host, insecure=True, backoff=0.01, retries=2) as client:
+        with RegistryClient(server.url_host, insecure=True,
+                            policy=RetryPolicy(backoff=0.01, retries=2)) as client:
             with pytest.raises(RegistryError) as info:
                 client.get_manifest("app", "latest", mt.MANIFEST_ACCEPT)
         assert len([r for r in server.requests if r.path.endswith("/latest")]) == 3
@@ -384,7 +387,8 @@ def test_unreachable_registry() -> None:
     from registry_fixtures import free_port
 
     host = f"127.0.0.1:{free_port()}"
-    with RegistryClient(host, insecure=True, backoff=0.01, retries=1) as client:
+    with RegistryClient(host, insecure=True,
+                        policy=RetryPolicy(backoff=0.01, retries=1)) as client:
         with pytest.raises(RegistryError, match=f"cannot reach registry {host}"):
             client.ping()
 
@@ -431,7 +435,7 @@ def test_lying_registries_are_caught() -> None:
 
 def test_plain_http_needs_tls_verify_false() -> None:
     with serve_http(lambda r: (200, {}, b"{}")) as server:
-        with RegistryClient(server.url_host, backoff=0.01) as client:
+        with RegistryClient(server.url_host, policy=RetryPolicy(backoff=0.01)) as client:
             with pytest.raises(RegistryError, match="TLS with registry") as info:
                 client.ping()
             assert "--tls-verify=false" in (info.value.hint or "")

@@ -8,20 +8,9 @@ import os
 import pytest
 
 from tests.conftest import need, need_tool
+from tests.integration.conftest import run_image as run
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def image(test_registry):
-    def name(short: str) -> str:
-        return f"{test_registry.url_host}/rltest/{short}:latest"
-
-    return name
-
-
-def run(rl, *args, **kw):
-    return rl("run", "--rm", "--network", "none", "--tls-verify=false", *args, **kw)
 
 
 def test_run_pulls_a_missing_image_and_runs_it(rl, image):

@@ -154,6 +154,18 @@ def test_keep_id_across_two_ranges() -> None:
     ]
 
 
+def test_nested_maps_are_the_plan_in_intermediate_ids() -> None:
+    # Inside a namespace with the default maps (intermediate id N is its id N), keep-id is
+    # written before translation: one line per piece, however many subid ranges it spans.
+    m = plan(uid=1500, gid=1500, subuids=TWO, userns="keep-id").nested()
+    assert m.mode == "nested"
+    assert lines(m.uid_map) == ["0 1 1500", "1500 0 1", "1501 1501 64036"]
+    d = plan(uid=1500, gid=1600).nested()
+    assert lines(d.uid_map) == ["0 0 65537"] and lines(d.gid_map) == ["0 0 65537"]
+    e = plan(uidmaps=["0:1:100", "100:0:1"]).nested()
+    assert lines(e.uid_map) == ["0 1 100", "100 0 1"]
+
+
 def test_keep_id_uses_all_subids_exactly() -> None:
     m = plan(uid=10, gid=10, subuids=[SubidRange(100000, 10)], subgids=[SubidRange(100000, 10)],
              userns="keep-id")

@@ -19,7 +19,7 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [
     {"kernel": ("rootless.kernel",), "idmap": ("idmap",)},
     # Plain data and settings: errors, file reading, where things live, config.toml, the option
     # table and the RunSpec it becomes. ("rootless" is the package itself: __version__.)
-    {"base": ("rootless", "rootless.errors", "rootless.fileio", "rootless.paths",
+    {"base": ("rootless", "rootless.errors", "rootless.fileio", "rootless.jsonc", "rootless.paths",
               "rootless.config", "rootless.runopts", "rootless.limits", "rootless.spec")},
     {"primitives": ("rootless.primitives",)},
     {"image": ("rootless.image",), "network": ("rootless.network",),
@@ -28,7 +28,8 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [
     {"runtime": ("rootless.runtime",)},
     # The builder is a front end (its RUN steps are launches), used by cli/.
     {"build": ("rootless.build",)},
-    {"frontend": ("rootless.cli", "rootless.main", "rootless.runspec", "rootless.info")},
+    {"frontend": ("rootless.cli", "rootless.main", "rootless.ocimain", "rootless.runspec",
+                  "rootless.info")},
 ]
 
 # Narrower than the order: what the bottom units may import at all (besides themselves).
@@ -36,7 +37,7 @@ ONLY: dict[str, tuple[str, ...]] = {
     "kernel": (),
     "idmap": (),
     "primitives": ("rootless.kernel", "idmap", "rootless.errors", "rootless.paths",
-                   "rootless.fileio"),
+                   "rootless.fileio", "rootless.jsonc"),
 }
 
 PROJECT = ("rootless", "idmap")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
 
 from rootless.kernel import constants as k
-from rootless.primitives.mounts import apply_plan, secure_join
+from rootless.primitives.mounts import MountFailure, apply_plan, secure_join
 from rootless.runtime.mounts import plan_mounts
 from rootless.spec import Volume
 
@@ -96,3 +97,52 @@ def test_overlay_lowers_top_first_each_once() -> None:
     assert overlay_lowers(["a", "b", "c"]) == ["c", "b", "a"]
     # one layer twice (two RUNs that changed nothing): overlayfs would refuse it (ELOOP)
     assert overlay_lowers(["a", "e", "e", "b", "a"]) == ["a", "b", "e"]
+
+
+class Refuser(Recorder):
+    """A libc whose mount of one target fails with one errno."""
+
+    def __init__(self, target: str, err: int):
+        super().__init__()
+        self.target, self.err = target, err
+
+    def mount(self, source, target, fstype, flags=0, data=None):
+        if str(target).endswith(self.target):
+            raise OSError(self.err, os.strerror(self.err))
+        super().mount(source, target, fstype, flags, data)
+
+
+def _masked_plan(root):
+    (root / "proc").mkdir(parents=True)
+    (root / "proc" / "keys").write_text("")
+    return plan(masked=["/proc/keys"], readonly_paths=[])
+
+
+@pytest.mark.parametrize(("err", "skipped"), [(errno.ENOENT, True), (errno.EPERM, False),
+                                              (errno.EACCES, False)])
+def test_a_mask_fails_the_run_unless_the_path_is_gone(tmp_path, err, skipped):
+    # A mask that silently failed would leave the path readable: only ENOENT skips it.
+    root = tmp_path / "root"
+    lines = []
+    steps = _masked_plan(root)
+    lib = Refuser("/proc/keys", err)
+    if skipped:
+        apply_plan(str(root), steps, lib, log=lines.append)
+        assert any(line.startswith("skipped: mask /proc/keys") and errno.errorcode[err] in line
+                   for line in lines), lines
+    else:
+        with pytest.raises(MountFailure, match="mask /proc/keys"):
+            apply_plan(str(root), steps, lib, log=lines.append)
+
+
+@pytest.mark.parametrize(("err", "skipped"), [(errno.ENODEV, True), (errno.EPERM, True),
+                                              (errno.EINVAL, False)])
+def test_mqueue_is_skipped_only_where_the_kernel_lacks_or_refuses_it(tmp_path, err, skipped):
+    root = tmp_path / "root"
+    root.mkdir()
+    lib = Refuser("/dev/mqueue", err)
+    if skipped:
+        apply_plan(str(root), plan(), lib)
+    else:
+        with pytest.raises(MountFailure, match="mqueue"):
+            apply_plan(str(root), plan(), lib)

@@ -10,8 +10,9 @@ import pytest
 from rootless.errors import UsageError
 from rootless.network import default_mode, plan_network
 from rootless.network.dns import without_local_stub
-from rootless.network.pasta import PastaPlan, host_gateway
+from rootless.network.pasta import PastaPlan
 from rootless.network.ports import PortMapping
+from rootless.network.routes import host_gateway
 from rootless.network.slirp import SlirpPlan, nth_address, parse_options
 from rootless.spec import RunSpec
 
@@ -30,7 +31,7 @@ def test_none_and_host_plans(capsys):
     assert "Port mappings have been discarded" in capsys.readouterr().err
 
 
-def test_default_mode_prefers_pasta_then_slirp4netns(tmp_path):
+def test_default_mode_prefers_slirp4netns_then_pasta(tmp_path):
     def tool(name):
         path = tmp_path / name
         path.write_text("#!/bin/sh\n")
@@ -38,10 +39,10 @@ def test_default_mode_prefers_pasta_then_slirp4netns(tmp_path):
 
     empty = str(tmp_path / "nothing")
     assert default_mode(empty) == "none"
-    tool("slirp4netns")
-    assert default_mode(str(tmp_path)) == "slirp4netns"
     tool("pasta")
     assert default_mode(str(tmp_path)) == "pasta"
+    tool("slirp4netns")
+    assert default_mode(str(tmp_path)) == "slirp4netns"
 
 
 def test_slirp_options_and_argv():
@@ -91,3 +92,52 @@ def test_loopback_resolver_is_replaced_by_systemd_upstreams(tmp_path):
 def test_runspec_fields_the_plan_reads_exist():
     assert {"network", "publish", "publish_all", "quiet"} <= set(RunSpec.__slots__)
     assert os.path.exists("/proc/self/ns/net")
+
+
+def test_host_default_interfaces_reads_both_route_files(tmp_path):
+    from rootless.network.routes import AF_INET, AF_INET6, host_default_interfaces
+
+    route = tmp_path / "route"
+    route.write_text("Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n"
+                     "ens3\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\n"
+                     "ens3\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\n")
+    v6 = tmp_path / "ipv6_route"
+    v6.write_text("fd000000000000000000000000000000 40 " + "0" * 32 + " 00 " + "0" * 32
+                  + " 00000100 00000001 00000000 00000001 ens4\n"
+                  + "0" * 32 + " 00 " + "0" * 32 + " 00 fd000000000000000000000000000001"
+                  + " 00000400 00000001 00000000 00000003 ens4\n"
+                  + "0" * 32 + " 00 " + "0" * 32 + " 00 " + "0" * 32
+                  + " ffffffff 00000001 00000000 00200200 lo\n")
+    assert host_default_interfaces(str(route), str(v6)) == {AF_INET: "ens3", AF_INET6: "ens4"}
+    assert host_default_interfaces(str(tmp_path / "none"), str(tmp_path / "none6")) == {}
+
+
+def test_default_routes_in_rtnetlink_messages():
+    import struct
+
+    from rootless.network.routes import AF_INET, AF_INET6, default_routes_in
+
+    def newroute(family, dst_len, table=254, kind=24):
+        body = struct.pack("=BBBBBBBBI", family, dst_len, 0, 0, table, 3, 0, 1, 0)
+        return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
+
+    data = newroute(AF_INET, 24) + newroute(AF_INET, 0) + newroute(AF_INET6, 0, table=255)
+    assert default_routes_in(data) == {AF_INET}  # a /24 and the local table do not count
+    assert default_routes_in(newroute(AF_INET6, 0)) == {AF_INET6}
+    assert default_routes_in(newroute(AF_INET, 0, kind=25)) == set()  # RTM_DELROUTE
+    assert default_routes_in(b"\x03\x00") == set()
+
+
+def test_pasta_names_and_waits_on_what_it_copies():
+    both = {2: "ens3", 10: "ens3"}
+    plan = PastaPlan([], [], "pasta", "/run/x", both)
+    argv = plan.argv(7, "f")
+    assert ["-I", "ens3"] == argv[argv.index("-I"):argv.index("-I") + 2]
+    assert plan.route_ready and plan.families == {2, 10}
+    # A port to publish, or an option of the user's: the pid file says when it is ready.
+    assert not PastaPlan([], [PortMapping("", 8080, 80, "tcp")], "p", "/r", both).route_ready
+    user = PastaPlan(["-I", "net0"], [], "p", "/r", both)
+    assert not user.route_ready and user.tap_name() is None
+    assert user.argv(7, "f").count("-I") == 1
+    nothing = PastaPlan([], [], "p", "/r", {})
+    assert not nothing.route_ready and "-I" not in nothing.argv(7, "f")

@@ -136,6 +136,25 @@ def test_layer_dir_and_link(store):
     assert store.extract_layer(diff_id, "gzip", sha256_digest(gzip_bytes(b""))) is False
 
 
+def test_layer_records_and_links_are_checked_not_ignored(store):
+    """Issue 13 item 11: what the store used to drop as 'some OSError' is now either the one
+    errno it expects or an error naming the file."""
+    diff_id, _ = add_layer(store, LayerBuilder().file("a", b"1").build())
+    hexd = diff_id[7:]
+    record = store.paths.layers / f"{hexd}.json"
+    record.write_text("{not json")
+    with pytest.raises(ImageError, match=f"reading layer record {record}"):
+        store.layer_size(diff_id)
+    record.unlink()
+    assert store.layer_size(diff_id) == 0  # no record: a layer being removed
+    # a short link that is not a symlink (EINVAL from readlink) is replaced by the right one
+    link = store.paths.layers / store.layer_link(diff_id)
+    link.unlink()
+    link.write_text("not a link")
+    store._ensure_link(hexd)
+    assert os.readlink(link) == f"../{hexd}"
+
+
 def test_failed_extraction_leaves_no_layer(store):
     tar = LayerBuilder().file("../escape", b"x").build()
     blob = gzip_bytes(tar)

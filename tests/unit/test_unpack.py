@@ -17,6 +17,7 @@ import pytest
 
 from rootless.errors import ImageError, RlError
 from rootless.image.unpack import CHUNK, clean_name, unpack_layer
+from tests.conftest import need
 from tests.layer_fixtures import (
     LayerBuilder,
     gzip_bytes,
@@ -24,8 +25,10 @@ from tests.layer_fixtures import (
     malicious_layers,
     sha256_digest,
     snapshot,
+    tar_mismatches,
     zstd_bytes,
 )
+from tests.registry_fixtures import load_image_builder
 
 ROOT = os.getuid() == 0
 
@@ -122,6 +125,43 @@ def test_owners_land_on_mapped_ids(tmp_path):
         assert st.st_uid == mapping.container_uid_to_host(33)
 
 
+def in_layer_namespace(fn, out: Path):
+    """fn() -> JSON-able, run where the layer's own ids show (root, or the user namespace)."""
+    if ROOT:
+        return fn()
+
+    from rootless.primitives.userns import run_in_userns
+
+    def child() -> None:
+        out.write_text(json.dumps(fn()))
+
+    run_in_userns(child, name="rl:[test-check]")
+    return json.loads(out.read_text())
+
+
+def test_thousands_of_directories_keep_mode_owner_and_mtime(tmp_path):
+    """Issue 12 item 1: past ~1000 directories the fix-up pass ran out of descriptors and
+    silently left the rest (the shallowest: /usr, /bin...) at mode 0700. The soft limit is
+    set to 1024, the default on most distributions, so that the test does not depend on the
+    limit of the shell that started it."""
+    import resource
+
+    from rootless.primitives.userns import default_mapping
+
+    need(ROOT or default_mapping()[0].mode != "single",
+         "owners 33 and 1000 need a subordinate id range (/etc/subuid)")
+    builder = load_image_builder()
+    tar = builder.add_many_dirs(LayerBuilder(), 3000).build()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+    try:
+        unpack(gzip_bytes(tar), tmp_path / "layer", "gzip", sha256_digest(tar))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    dest = tmp_path / "layer"
+    assert in_layer_namespace(lambda: tar_mismatches(tar, dest), tmp_path / "check.json") == []
+
+
 def test_read_only_directory_is_filled_then_closed(tmp_path):
     dest = tmp_path / "layer"
     unpack(LayerBuilder().dir("ro", 0o555).file("ro/f", b"data").dir("ro/sub", 0o500)
@@ -140,11 +180,22 @@ def test_replacements_last_wins(tmp_path):
            .file("b", b"now a file")              # directory replaced by a file
            .file("c", b"one").file("c", b"two")   # duplicate: last wins
            .symlink("d", "x").file("d", b"real")  # symlink replaced by a file
+           .dir("e").dir("e/sub", 0o700).symlink("e", "x")  # a tree replaced by a symlink
+           .dir("w").dir("w/sub", 0o700).whiteout("w")      # a tree whited out
            .build(), dest)
     assert (dest / "a/inner").read_bytes() == b"i"
     assert (dest / "b").read_bytes() == b"now a file"
     assert (dest / "c").read_bytes() == b"two"
     assert not (dest / "d").is_symlink() and (dest / "d").read_bytes() == b"real"
+    assert os.readlink(dest / "e") == "x"
+    assert stat.S_ISCHR(os.lstat(dest / "w").st_mode)
+
+
+def test_an_attribute_that_cannot_be_set_is_an_error(tmp_path):
+    """A user.* xattr larger than the VFS allows (64 KiB, E2BIG) is not dropped silently."""
+    layer = LayerBuilder().file("f", b"x", xattrs={"user.big": b"v" * 70_000}).build()
+    with pytest.raises(ImageError, match="'f': setting its extended attribute user.big.*E2BIG"):
+        unpack(layer, tmp_path / "layer")
 
 
 def test_whiteouts_become_overlay_format(tmp_path):
@@ -252,3 +303,96 @@ def test_malicious_layer(tmp_path, layer):
     assert after == {k: v for k, v in before.items() if k != "."}
     assert (sentinel / "file").read_bytes() == b"original"
     assert Path("/etc/passwd").stat().st_nlink == 1
+
+
+# -- the layer stream and the growing blob -------------------------------------------------
+def test_gzip_with_isal_and_with_zlib_give_the_same_bytes():
+    """ISA-L (when installed) and the standard library's zlib both decode every layer: the
+    fallback is not dead code."""
+    import zlib
+
+    from rootless.image.layerstream import Inflater, _zlib_module
+
+    tar = LayerBuilder().file("a", os.urandom(300_000)).file("b", b"b" * 500_000).build()
+    blob = gzip_bytes(tar[:7000]) + gzip_bytes(tar[7000:])  # two members
+    for zmod in {_zlib_module(), zlib}:
+        reader = Inflater(io.BytesIO(blob), zmod)
+        out = b"".join(iter(lambda r=reader: r.read(65536), b""))
+        assert out == tar, zmod
+        with pytest.raises(ImageError, match="truncated"):
+            r = Inflater(io.BytesIO(blob[:-100]), zmod)
+            while r.read(65536):
+                pass
+
+
+def test_layer_stream_reads_exactly_and_only_forward():
+    from rootless.image.layerstream import LayerStream
+
+    data = os.urandom(3 * CHUNK + 123)
+    stream = LayerStream(io.BytesIO(gzip_bytes(data)), "gzip")
+    try:
+        assert stream.read(10) == data[:10]
+        assert stream.read(CHUNK + 5) == data[10:CHUNK + 15]  # across the producer's pieces
+        stream.seek(2 * CHUNK)
+        assert stream.tell() == 2 * CHUNK and stream.read(7) == data[2 * CHUNK:2 * CHUNK + 7]
+        with pytest.raises(ImageError, match="backwards"):
+            stream.seek(0)
+        stream.drain()
+        assert stream.diff_id == sha256_digest(data) and stream.size == len(data)
+    finally:
+        stream.close()
+
+
+def test_layer_stream_verifies_the_blob_digest():
+    from rootless.image.layerstream import LayerStream
+
+    blob = gzip_bytes(b"x" * 100_000)
+    for digest, size, match in ((sha256_digest(b"other"), len(blob), "does not match"),
+                                (sha256_digest(blob), len(blob) + 1, "expected")):
+        stream = LayerStream(io.BytesIO(blob), "gzip", blob_digest=digest, blob_size=size)
+        with pytest.raises(ImageError, match=match):
+            stream.drain()
+        stream.close()
+
+
+def test_growing_blob_follows_the_file_until_done(tmp_path):
+    """The extractor's end of a feed reads a file while another thread still writes it."""
+    import threading
+    import time
+
+    from rootless.image.blobfeed import GrowingBlob, feed_pair
+
+    data = os.urandom(2_000_000)
+    path = tmp_path / "blob"
+    feed, end = feed_pair()
+
+    def writer() -> None:
+        with open(path, "wb", buffering=0) as f:
+            feed.file(path)
+            for i in range(0, len(data), 300_000):
+                f.write(data[i:i + 300_000])
+                time.sleep(0.01)
+        feed.done(len(data))
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    reader = GrowingBlob(end, "blob test")
+    got = b"".join(iter(lambda: reader.read(100_000), b""))
+    thread.join()
+    reader.close()
+    assert got == data
+
+
+def test_growing_blob_stops_when_the_download_fails(tmp_path):
+    from rootless.image.blobfeed import DownloadFailed, GrowingBlob, feed_pair
+
+    path = tmp_path / "blob"
+    path.write_bytes(b"partial")
+    feed, end = feed_pair()
+    feed.file(path)
+    feed.fail()
+    reader = GrowingBlob(end, "blob test")
+    assert reader.read(100) == b"partial"
+    with pytest.raises(DownloadFailed):
+        reader.read(100)
+    reader.close()

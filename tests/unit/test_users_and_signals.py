@@ -59,3 +59,35 @@ def test_parse_signal_rejects(text):
 def test_exit_code_of():
     assert exit_code_of(3 << 8) == 3
     assert exit_code_of(9) == 137
+
+
+def test_keep_id_entries_are_podmans_lines():
+    from rootless.runtime.users import KeepIdUser
+
+    u = KeepIdUser("ann", 1500, 1600, "staff", "Ann Example", "/home/ann")
+    assert u.passwd_line() == "ann:*:1500:1600:Ann Example:/home/ann:/bin/sh\n"
+    assert u.group_line() == "staff:x:1600:ann\n"
+    assert u.user_spec() == "1500:1600"
+
+
+@pytest.mark.parametrize("targets,workdir,expected", [
+    ((), None, "/"),                                      # nothing mounted: the workdir, / by default
+    ((), "/src", "/src"),
+    (("/home/ann",), None, "/home/ann"),                  # -v $HOME:$HOME
+    (("/home",), "/src", "/home/ann"),                    # a mount above the home (not /)
+    (("/home/ann/sub", "/proc", "/"), "/w", "/w"),        # below it, or /, does not count
+    (("/home/ann/",), None, "/home/ann"),
+])
+def test_keep_id_home_follows_podman(targets, workdir, expected):
+    from rootless.runtime.users import choose_home
+
+    assert choose_home("/home/ann", targets, workdir) == expected
+
+
+def test_keep_id_user_is_the_invoking_user():
+    import os
+
+    from rootless.runtime.users import keep_id_user
+
+    u = keep_id_user([], "/work")
+    assert (u.uid, u.gid, u.home) == (os.getuid(), os.getgid(), "/work")
