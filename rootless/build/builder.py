@@ -192,7 +192,7 @@ class Builder:
             except RlError as exc:
                 raise BuildError(f"{ins.cmd}: {exc.message}", ins.file, ins.line, exc.hint,
                                  exit_code=exc.exit_code) from None
-        self.flush(state, "stage end")
+        self.flush(state)
         return state
 
     def from_state(self, graph: StageGraph, stage: Stage, build_args: dict[str, str]) -> StageState:
@@ -428,7 +428,7 @@ class Builder:
             state.work.create()
         return state.work
 
-    def flush(self, state: StageState, why: str) -> None:
+    def flush(self, state: StageState) -> None:
         """At the end of a stage: pending WORKDIRs and --layers=false changes become a layer."""
         if state.pending_dirs and state.work is None:
             self.workdir_layer(state)

@@ -294,24 +294,36 @@ def is_archive(path: str) -> bool:
 
 
 def extract_archive(path: str, merged: str, dest: str, owner: tuple[int, int] | None) -> None:
-    """ADD of a local archive: the rl unpacker (never writes through a symlink), owners from
-    the archive unless --chown, whiteout names kept as plain files are not special here."""
+    """ADD of a local archive (plain tar, gzip, bzip2 or xz, by its first bytes) with
+    rl's own unpacker, which never writes through a symlink; owners from the archive, or
+    --chown's for every entry it made."""
+    import bz2
+    import lzma
     import tarfile
 
+    from rootless.image.layerstream import LayerStream
     from rootless.image.unpack import Extractor
 
     host = secure_join(merged, dest)
     os.makedirs(host, exist_ok=True)
-    with tarfile.open(path, "r:*") as tar:
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    opener, compression = {b"\x1f\x8b": (open, "gzip"), b"BZ": (bz2.open, "none"),
+                           b"\xfd7": (lzma.open, "none")}.get(magic[:2], (open, "none"))
+    with opener(path, "rb") as raw:
+        stream = LayerStream(raw, compression)
         extractor = Extractor(host)
         try:
-            for member in tar:
-                if owner is not None:
-                    member.uid, member.gid = owner
-                extractor._member(tar, member)
-            extractor._finish_dirs()
+            extractor.extract(stream)
         finally:
             extractor.close()
+            stream.close()
+    if owner is not None:
+        with tarfile.open(path, "r:*") as tar:
+            for name in tar.getnames():
+                target = secure_join(host, name)
+                if os.path.lexists(target):
+                    os.lchown(target, *owner)
 
 
 def run_copy(job: CopyJob, merged: str) -> None:

@@ -290,3 +290,21 @@ def test_steps_that_change_nothing(rl: RlRunner, base: str, tmp_path: Path) -> N
     assert len(layers) == 4 and layers[1] == layers[2]
     r = rl("run", "--rm", "--network", "none", "empties", "cat", "/after")
     assert r.stdout == "after\n", r.stderr
+
+
+def test_add_extracts_xz_and_bzip2_archives(rl: RlRunner, base: str, tmp_path: Path) -> None:
+    import io as _io
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    for name, mode in (("a.tar.xz", "w:xz"), ("b.tar.bz2", "w:bz2")):
+        with tarfile.open(ctx / name, mode) as tar:
+            info = tarfile.TarInfo(f"{name[0]}/file")
+            data = f"from {name}\n".encode()
+            info.size, info.uid, info.gid = len(data), 7, 8
+            tar.addfile(info, _io.BytesIO(data))
+    write(ctx, {"Containerfile": f"FROM {base}\nADD a.tar.xz /x/\nADD --chown=33:33 b.tar.bz2 /y/\n"})
+    build(rl, ctx, "-t", "archives")
+    r = rl("run", "--rm", "--network", "none", "archives", "sh", "-c",
+           "cat /x/a/file /y/b/file; stat -c %u:%g /x/a/file /y/b/file")
+    assert r.stdout.split("\n") == ["from a.tar.xz", "from b.tar.bz2", "7:8", "33:33", ""], r.stderr
