@@ -123,7 +123,8 @@ def sweep(paths: Any, known: set[str] | None = None, names: bool = True) -> None
             _try(name, _sweep_storage, paths, name)
     for name in _listdir(paths.runtime_dir):
         if name.startswith(".new-") and CID.fullmatch(name[5:]):
-            if not st.creator_alive(paths, name[5:], name):
+            if not st.creator_alive(paths, name[5:], name) and \
+                    _older_than(f"{paths.runtime_dir}/{name}", NEW_DIR_GRACE):
                 _try(name, st.remove_runtime, paths, name[5:], name)
         elif CID.fullmatch(name) and name not in known:
             _try(name, _sweep_runtime, paths, name)
@@ -137,6 +138,21 @@ def sweep(paths: Any, known: set[str] | None = None, names: bool = True) -> None
     from rootless.network.spawn import sweep_stale
 
     sweep_stale(f"{paths.runtime_dir}/net")
+
+
+# A `.new-<id>` directory exists unlocked for the instant between its mkdir and its creator's
+# flock (state.create_record): a sweep must not take it then. A creator that was killed in that
+# instant leaves it unlocked for good; one still alive has taken the lock long before this.
+NEW_DIR_GRACE = 10.0
+
+
+def _older_than(path: str, seconds: float) -> bool:
+    import time
+
+    try:
+        return time.time() - os.stat(path).st_mtime > seconds
+    except FileNotFoundError:  # ENOENT: its creator renamed it into place, or removed it
+        return False
 
 
 def _listdir(path: str) -> list[str]:

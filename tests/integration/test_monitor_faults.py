@@ -74,31 +74,32 @@ def test_a_killed_logger_is_restarted_and_the_output_is_kept(rl, busybox_rootfs)
         assert rl("rm", "-f", "talker").returncode == 0
 
 
-def test_a_killed_pasta_is_reported(rl, busybox_rootfs):
-    need_tool("pasta")
-    r = rl("run", "-d", "--name", "netless", "--rootfs", str(busybox_rootfs), "sleep", "1000")
+@pytest.mark.parametrize("helper", ["pasta", "slirp4netns"])
+def test_a_killed_network_helper_is_reported(rl, busybox_rootfs, helper):
+    need_tool(helper)
+    r = rl("run", "-d", "--name", "netless", "--network", helper, "--rootfs", str(busybox_rootfs), "sleep", "1000")
     assert r.returncode == 0, r.stderr
     cid = r.stdout.strip()
     try:
         monitor = monitor_of(rl, cid)
-        pastas = children(monitor, "pasta")
+        pastas = children(monitor, helper)
         assert len(pastas) == 1, pastas
         assert "no network" not in rl("ps").stdout
         os.kill(pastas[0], signal.SIGKILL)
         assert until(lambda: "(no network)" in rl("ps").stdout), rl("ps").stdout
         st = inspect_state(rl, "netless")
-        assert st["Running"] and "pasta" in st["Error"] and "no network" in st["Error"]
-        assert "rl: pasta" in rl("logs", "netless").stderr
+        assert st["Running"] and helper in st["Error"] and "no network" in st["Error"]
+        assert f"rl: {helper}" in rl("logs", "netless").stderr
     finally:
         assert rl("rm", "-f", "netless").returncode == 0
 
     # In the foreground, rl says it on its stderr and the run goes on to its end.
-    proc = rl.popen("run", "--rm", "--rootfs", str(busybox_rootfs), "sh", "-c",
+    proc = rl.popen("run", "--rm", "--network", helper, "--rootfs", str(busybox_rootfs), "sh", "-c",
                     "echo up; sleep 1; echo still-here", text=True)
     assert proc.stdout is not None and proc.stdout.readline() == "up\n"  # the command runs
-    pastas = children(proc.pid, "pasta")
+    pastas = children(proc.pid, helper)
     assert len(pastas) == 1, pastas
     os.kill(pastas[0], signal.SIGKILL)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0 and out == "still-here\n", err
-    assert "rl: pasta" in err and "no network" in err
+    assert f"rl: {helper}" in err and "no network" in err

@@ -123,12 +123,20 @@ def test_sweep_removes_orphans_and_spares_what_is_being_created(paths):
         kill(dead)
         gone = "c" * 64
         (paths.runtime / f".new-{gone}").mkdir()  # killed while making its record
+        old = time.time() - 60
+        os.utime(paths.runtime / f".new-{gone}", (old, old))
+        # Between its mkdir and its flock a live creator's directory is unlocked too: a fresh
+        # one is left alone (the race a sweep lost to 50 runs in a row).
+        fresh = "d" * 64
+        (paths.runtime / f".new-{fresh}").mkdir()
         (paths.runtime / "seccomp").mkdir()  # not a container's: untouched
         st.reserve_name(paths, "ghost", "e" * 64)  # a name whose container never existed
         (paths.containers / f".removing-{'f' * 64}" / "x").mkdir(parents=True)
         sweep.sweep(paths)
         assert sorted(p.name for p in paths.containers.iterdir()) == [CID_A]
-        assert sorted(p.name for p in paths.runtime.iterdir() if len(p.name) > 8) == [CID_A]
+        assert sorted(p.name for p in paths.runtime.iterdir() if len(p.name) > 8) == \
+            sorted([CID_A, f".new-{fresh}"])
+        (paths.runtime / f".new-{fresh}").rmdir()
         assert sorted(os.listdir(st.names_dir(paths))) == ["alive"]
         assert (paths.runtime / "seccomp").exists()
     finally:
