@@ -19,6 +19,7 @@ import os
 import subprocess
 import tarfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -199,15 +200,29 @@ class Corpus:
         return self.results[case.name]
 
 
-@pytest.fixture(scope="session")
-def corpus(tmp_path_factory: pytest.TempPathFactory, test_registry: Any) -> Corpus:
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory, test_registry: Any) -> Iterator[Corpus]:
+    """Module scope: the web server's thread must not outlive these tests (a thread that does
+    not block a signal takes one the unit tests send to their own process), and buildah's
+    storage (files of subordinate ids) is removed with buildah's help at the end."""
     work = tmp_path_factory.mktemp("corpus")
     (work / "www").mkdir()
     (work / "www" / "remote.txt").write_text("from the local web server\n")
     handler = lambda *a, **kw: _Quiet(*a, directory=str(work / "www"), **kw)  # noqa: E731
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return Corpus(work, test_registry.url_host, f"http://127.0.0.1:{server.server_address[1]}")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    corpus = Corpus(work, test_registry.url_host, f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        yield corpus
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+        if corpus.results:
+            subprocess.run([*corpus.buildah, "rmi", "-a", "-f"], capture_output=True)
+            subprocess.run([corpus.buildah[0], "unshare", "rm", "-rf", str(work / "bh-root"),
+                            str(work / "bh-run")], capture_output=True)
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

@@ -49,12 +49,14 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         shutil.copy(wheel, project / wheel.name)
     handler = functools.partial(_Quiet, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/"
     finally:
         server.shutdown()
         server.server_close()
+        thread.join()
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -63,6 +65,16 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 def test_multi_stage_python_application(rl: RlRunner, python_registry: str, index: str) -> None:
+    try:
+        build_and_run(rl, python_registry, index)
+    finally:
+        # ~150 MB of layers, files of subordinate ids that pytest could not remove itself
+        rl("rmi", "-a", "-f")
+        rl("builder", "prune", "-f")
+        rl("image", "prune", "-f")
+
+
+def build_and_run(rl: RlRunner, python_registry: str, index: str) -> None:
     build = ["build", "--tls-verify=false", "--network", "host",
              "--build-arg", f"REGISTRY={python_registry}", "--build-arg", f"INDEX_URL={index}",
              "-t", "greeter", str(APP)]
