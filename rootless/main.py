@@ -1,5 +1,5 @@
-"""The `rl` entry point. `rl run` takes a fast path that never imports typer (start-up time);
-everything else goes to the typer app in rootless.cli."""
+"""The `rl` entry point. `rl run` and `rl build` take fast paths that never import typer
+(start-up time); everything else goes to the typer app in rootless.cli."""
 
 from __future__ import annotations
 
@@ -15,6 +15,15 @@ def main(argv: list[str] | None = None) -> int:
         if entry and not os.environ.get("RL_NO_FAST_EXIT"):
             exit_now(code)
         return code
+    if argv[:1] == ["build"] or argv[:2] == ["image", "build"]:
+        # A fully cached rebuild costs little more than reading the cache: no typer either.
+        from rootless.cli.build_fast import build_fast
+
+        code = build_fast(argv[1:] if argv[0] == "build" else argv[2:])
+        if code is not None:
+            if entry and not os.environ.get("RL_NO_FAST_EXIT"):
+                exit_now(code)
+            return code
     if argv and argv[0] == "ps":
         # A CI runner polls `rl ps`: the plain flags are parsed without typer (see ps_fast).
         from rootless.errors import RlError
@@ -34,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def exit_now(code: int) -> None:
     """Skip the interpreter's finalisation (~12 ms of module teardown on these machines): the
-    container is gone and every file rl wrote is closed (`rl run`, `rl-oci`)."""
+    container is gone and every file rl wrote is closed (`rl run`, `rl build`, `rl-oci`)."""
     try:
         sys.stdout.flush()
     except BrokenPipeError:

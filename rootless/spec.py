@@ -64,15 +64,16 @@ class Record:
 
 
 class Volume(Record):
-    """A bind mount from the host (`-v SRC:DST[:ro]`) or a tmpfs (`--tmpfs DST[:opts]`)."""
+    """A bind mount from the host (`-v SRC:DST[:ro]`), a tmpfs (`--tmpfs DST[:opts]`) or an
+    overlay of layer directories (kind "overlay", options: its mount options; rl build)."""
 
     __slots__ = ("kind", "source", "destination", "readonly", "options")
     _defaults = {"readonly": False, "options": ""}
 
     def describe(self) -> str:
         mode = "ro" if self.readonly else "rw"
-        if self.kind == "tmpfs":
-            return f"tmpfs on {self.destination} ({mode}{',' + self.options if self.options else ''})"
+        if self.kind in ("tmpfs", "overlay"):
+            return f"{self.kind} on {self.destination} ({mode}{',' + self.options if self.options else ''})"
         return f"bind {self.source} on {self.destination} ({mode})"
 
 

@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """rl's benchmarks: whole-process timings against baselines measured in the same run.
 
-    scripts/bench.py [--runs N] [SECTION ...]      sections: startup seccomp pull pull_single lifecycle
-                                                   network oci (pull includes pull_single)
+    scripts/bench.py [--runs N] [SECTION ...]
+        sections: startup seccomp pull pull_single lifecycle network oci build push
+        (pull includes pull_single)
 
 Run as an unprivileged user with `rl` on PATH (as root it re-runs itself as RL_BENCH_USER,
 default rltest, the user scripts/test.sh creates). Timings on shared VMs are noisy: commands
 are interleaved (A B A B ...), each figure is a median, and every claim is a ratio against a
 baseline from the same run. Baselines: `unshare ... chroot` (the floor), bubblewrap, and
-rootless podman (with runc: crun refuses this host's hybrid cgroups).
+rootless podman (with runc: crun refuses this host's hybrid cgroups); for `build`, buildah
+bud on the multi-stage Python application tests/pyapp (bases from the host's Python, its
+package index on 127.0.0.1); for `push`, podman push of the ~100 MB image, each push to a
+new, empty registry.
 """
 
 from __future__ import annotations
@@ -267,6 +271,91 @@ class Bench:
         spec.loader.exec_module(bti)
         return bti
 
+    # -- build and push ---------------------------------------------------------------------
+    def buildah(self) -> list[str]:
+        """buildah with storage of its own in the bench's directory (runc: see PODMAN)."""
+        return ["buildah", "--root", str(self.work / "bh-root"), "--runroot", str(self.work / "bh-run"),
+                "--storage-driver", "overlay"]
+
+    def package_index(self) -> str:
+        """A PEP 503 index on 127.0.0.1 serving the wheels Debian ships for pip, setuptools and
+        wheel (tests/integration/test_build_pyapp.py does the same)."""
+        import functools
+        import http.server
+        import threading
+
+        root = self.work / "index"
+        for wheel in Path("/usr/share/python-wheels").glob("*.whl"):
+            project = root / wheel.name.split("-")[0].lower()
+            project.mkdir(parents=True, exist_ok=True)
+            shutil.copy(wheel, project / wheel.name)
+
+        class Quiet(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    def build(self) -> None:
+        if not have("buildah"):
+            print("  (buildah not installed: no build baseline)")
+            return
+        reg = self.start_registry()
+        self.image_builder().push_python_images(reg)
+        index = self.package_index()
+        app = str(REPO / "tests" / "pyapp")
+        args = ["--network", "host", "--build-arg", f"REGISTRY={reg}", "--build-arg", f"INDEX_URL={index}"]
+        for base in ("python:3.11", "python:3.11-slim"):  # the bases are there before the clock starts
+            subprocess.run(self.rl("pull", "-q", "--tls-verify=false", f"{reg}/rltest/{base}"), check=True,
+                           env=self.env, stdout=subprocess.DEVNULL)
+            subprocess.run([*self.buildah(), "pull", "-q", "--tls-verify=false", f"{reg}/rltest/{base}"],
+                           check=True, stdout=subprocess.DEVNULL)
+        bh = [*self.buildah(), "bud", "--runtime", "runc", "--isolation", "rootless", "--tls-verify=false", "-q"]
+        rl_build = self.rl("build", "--tls-verify=false", "-q", *args)
+        cold: dict[str, Callable[[], float]] = {
+            "rl build --no-cache (multi-stage Python app)": lambda: timed([*rl_build, "--no-cache", "-t", "cold", app], self.env),
+            "buildah bud (multi-stage Python app)": lambda: timed([*bh, *args, "-t", "cold", app]),
+        }
+        compare("cold build", cold, max(3, self.runs // 3), "buildah bud (multi-stage Python app)")
+        cached: dict[str, Callable[[], float]] = {
+            "rl build (fully cached)": lambda: timed([*rl_build, "-t", "cached", app], self.env),
+            "buildah bud --layers (fully cached)": lambda: timed([*bh, "--layers", *args, "-t", "cached", app]),
+        }
+        compare("rebuild of the unchanged Containerfile", cached, self.runs, "buildah bud --layers (fully cached)")
+
+    def push(self) -> None:
+        reg = self.start_registry()
+        self.push_big_image(reg)
+        big = f"{reg}/rltest/big:latest"
+        subprocess.run(self.rl("pull", "-q", "--tls-verify=false", big), check=True, env=self.env,
+                       stdout=subprocess.DEVNULL)
+        podman = [*PODMAN, "--root", str(self.work / "pm-root"), "--runroot", str(self.work / "pm-run"),
+                  "--storage-driver", "overlay"]
+        have_podman = have("podman")
+        if have_podman:
+            subprocess.run([*podman, "pull", "-q", "--tls-verify=false", big], check=True, stdout=subprocess.DEVNULL)
+
+        def to_empty_registry(push: Callable[[str], list[str]], env: dict[str, str] | None) -> float:
+            d = tempfile.mkdtemp(dir=self.work)
+            out = subprocess.run([str(REPO / "scripts" / "local-registry.sh"), "start", d], check=True,
+                                 capture_output=True, text=True)
+            try:
+                return timed(push(f"{out.stdout.strip()}/pushed/big:latest"), env)
+            finally:
+                subprocess.run([str(REPO / "scripts" / "local-registry.sh"), "stop", d])
+                shutil.rmtree(d, ignore_errors=True)
+
+        cmds: dict[str, Callable[[], float]] = {
+            "rl push (~100 MB, 4 layers, empty registry)":
+                lambda: to_empty_registry(lambda dest: self.rl("push", "-q", "--tls-verify=false", big, dest), self.env),
+        }
+        if have_podman:
+            cmds["podman push (~100 MB, 4 layers, empty registry)"] = lambda: to_empty_registry(
+                lambda dest: [*podman, "push", "-q", "--tls-verify=false", big, dest], None)
+        compare("push to an empty local registry", cmds, max(3, self.runs // 2), list(cmds)[-1])
+
     def lifecycle(self) -> None:
         bb = str(self.rootfs)
         n_seq = 100
@@ -498,7 +587,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("sections", nargs="*", default=["startup", "seccomp", "pull", "lifecycle", "network",
-                                                        "oci"])
+                                                        "oci", "build", "push"])
     args = parser.parse_args()
     if os.geteuid() == 0:
         return rerun_as_user(args)

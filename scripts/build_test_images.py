@@ -115,9 +115,10 @@ class LayerTar:
         """`.wh..wh..opq`: the directory hides everything the layers below put in it."""
         return self.file(f"{directory.rstrip('/')}/.wh..wh..opq", b"")
 
-    def tree(self, src: str, dest: str) -> LayerTar:
+    def tree(self, src: str, dest: str, keep_mtimes: bool = False) -> LayerTar:
         """Add a host directory tree (regular files, directories and symlinks) under dest,
-        owned by root, in a stable order."""
+        owned by root, in a stable order. keep_mtimes: files keep their own times (Python
+        checks a .pyc against its source's mtime, and recompiles when they differ)."""
         for root, dirs, files in os.walk(src):
             dirs.sort()
             rel = os.path.relpath(root, src)
@@ -132,7 +133,9 @@ class LayerTar:
                         data = Path(path).read_bytes()
                     except OSError:
                         continue
-                    self.file(f"{base}/{name}", data, os.stat(path).st_mode & 0o7777)
+                    st = os.stat(path)
+                    self.file(f"{base}/{name}", data, st.st_mode & 0o7777,
+                              mtime=int(st.st_mtime) if keep_mtimes else MTIME)
         return self
 
     def extend(self, layer: bytes) -> LayerTar:
@@ -160,9 +163,9 @@ class Layer:
         return sha256(self.blob)
 
 
-def make_layer(tar: bytes, compression: str, oci: bool) -> Layer:
+def make_layer(tar: bytes, compression: str, oci: bool, level: int = 6) -> Layer:
     if compression == "gzip":
-        blob = gzip.compress(tar, compresslevel=6, mtime=0)
+        blob = gzip.compress(tar, compresslevel=level, mtime=0)
         media_type = mt.OCI_LAYER_GZIP if oci else mt.DOCKER_LAYER_GZIP
     elif compression == "zstd":
         import zstandard
@@ -488,6 +491,98 @@ def single_layer_image() -> BuiltImage:
                 tar.dir("/".join(parts[:i]))
             tar.tree(tree, tree.strip("/"))
     return make_image([make_layer(tar.finish(), "gzip", oci=True)], oci=True)
+
+
+# The host's Python, as base images for the multi-stage Python build (tests/pyapp): the
+# interpreter with the shared libraries it and its extension modules load (as ldd finds
+# them), the standard library, and for the build stage's image the venv machinery Debian
+# splits out (ensurepip and the pip/setuptools/wheel wheels it installs from).
+PYTHON = "/usr/bin/python3.11"
+PYTHON_STDLIB = "/usr/lib/python3.11"
+PYTHON_WHEELS = "/usr/share/python-wheels"
+SLIM_SKIP = ("ensurepip", "idlelib", "tkinter", "lib2to3", "pydoc_data", "turtledemo")
+
+
+def _ldd(paths: list[str]) -> list[str]:
+    """The shared libraries (as the loader names them) that these ELF files need."""
+    out = subprocess.run(["ldd", *paths], capture_output=True, text=True).stdout
+    found = set()
+    for line in out.splitlines():
+        words = line.split()
+        if "=>" in words and len(words) > words.index("=>") + 1:
+            lib = words[words.index("=>") + 1]
+            if lib.startswith("/"):
+                found.add(lib)
+        elif words and words[0].startswith("/") and "ld-linux" in words[0]:
+            found.add(words[0])
+    return sorted(found)
+
+
+def python_runtime_tar(slim: bool) -> bytes:
+    """One layer: the interpreter, its libraries and the standard library (slim: without the
+    parts an application image does not need)."""
+    tar = LayerTar()
+    modules = [os.path.join(root, f) for root, _, files in os.walk(PYTHON_STDLIB)
+               for f in files if f.endswith(".so")]
+    libs = _ldd([PYTHON, *modules])
+    made = set()
+    for path in ["/usr/bin/python3.11", *libs]:
+        parent = os.path.dirname(path).strip("/")
+        parts = parent.split("/")
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            if d not in made:
+                made.add(d)
+                tar.dir(d)
+        tar.file(path, Path(os.path.realpath(path)).read_bytes(), 0o755)
+    tar.symlink("usr/bin/python3", "python3.11")
+    tar.symlink("usr/bin/python", "python3.11")
+    tar.dir("usr/lib")
+    if slim:
+        tar.dir("usr/lib/python3.11")
+        for name in sorted(os.listdir(PYTHON_STDLIB)):
+            src = os.path.join(PYTHON_STDLIB, name)
+            if name in SLIM_SKIP:
+                continue
+            if os.path.isdir(src) and not os.path.islink(src):
+                tar.tree(src, f"usr/lib/python3.11/{name}", keep_mtimes=True)
+            elif os.path.islink(src):
+                tar.symlink(f"usr/lib/python3.11/{name}", os.readlink(src))
+            else:
+                tar.file(f"usr/lib/python3.11/{name}", Path(src).read_bytes(),
+                         os.stat(src).st_mode & 0o7777, mtime=int(os.stat(src).st_mtime))
+    else:
+        tar.tree(PYTHON_STDLIB, "usr/lib/python3.11", keep_mtimes=True)
+    return tar.finish()
+
+
+def python_venv_tar() -> bytes:
+    """The build stage's extra layer: ensurepip's wheels and the CA bundle (pip over TLS)."""
+    tar = LayerTar().dir("usr/share")
+    tar.tree(PYTHON_WHEELS, PYTHON_WHEELS.strip("/"))
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    if os.path.exists(bundle):
+        tar.dir("etc/ssl").dir("etc/ssl/certs")
+        tar.file(bundle, Path(os.path.realpath(bundle)).read_bytes())
+    return tar.finish()
+
+
+def push_python_images(registry_host: str, insecure: bool = True) -> dict[str, str]:
+    """REGISTRY/rltest/python:3.11 (busybox, the full runtime, the venv layer) and
+    rltest/python:3.11-slim (busybox, the slim runtime). gzip level 1: these layers are
+    ~50 MB and the suite builds them once per session on a 2-core machine."""
+    from rootless.image.registry import RegistryClient
+
+    base = make_layer(busybox_tar(), "gzip", oci=True)
+    config = {"Env": [PATH_ENV, "LANG=C.UTF-8"], "Cmd": ["python3"]}
+    full = make_image([base, make_layer(python_runtime_tar(False), "gzip", True, level=1),
+                       make_layer(python_venv_tar(), "gzip", True, level=1)],
+                      oci=True, config=config)
+    slim = make_image([base, make_layer(python_runtime_tar(True), "gzip", True, level=1)],
+                      oci=True, config=config)
+    with RegistryClient(registry_host, insecure=insecure) as client:
+        return {"python:3.11": push_image(client, "rltest/python", "3.11", full),
+                "python:3.11-slim": push_image(client, "rltest/python", "3.11-slim", slim)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ packages=(
     docker-registry apache2-utils openssl
     slirp4netns passt iperf3 dnsmasq-base iproute2
     fuse-overlayfs fuse3 libseccomp2 user-mode-linux kmod procps util-linux
-    podman conmon runc git
+    podman conmon runc git buildah python3-wheel-whl
     slurm-wlm munge containerd rootlesskit
 )
 

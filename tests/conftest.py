@@ -126,11 +126,12 @@ def container_processes(marker: str) -> list[int]:
 @pytest.fixture(scope="session")
 def test_registry(tmp_path_factory: pytest.TempPathFactory):
     """A real registry (docker-registry) on 127.0.0.1 with rl's test images pushed:
-    HOST/rltest/{busybox,multilayer,multiarch,zstd,nonroot}:latest."""
+    HOST/rltest/{busybox,multilayer,multiarch,zstd,nonroot}:latest; its access log is on
+    (reg.requests()), so a test can see what a client asked of it."""
     sys.path.insert(0, str(REPO / "tests"))
     from registry_fixtures import push_test_images, start_registry
 
-    reg = start_registry(tmp_path_factory.mktemp("registry"), "none")
+    reg = start_registry(tmp_path_factory.mktemp("registry"), "none", access_log=True)
     try:
         reg.digests = push_test_images(reg)  # type: ignore[attr-defined]
         yield reg

@@ -235,6 +235,14 @@ class RunningRegistry:
             / "data"
         )
 
+    def requests(self) -> list[tuple[str, str, int]]:
+        """(method, path, status) of every request so far, from the access log (start_registry
+        with access_log=True): the registry's own account of what a client did."""
+        import re
+
+        line = re.compile(r'"([A-Z]+) (\S+) HTTP/[\d.]+" (\d{3}) ')
+        return [(m[1], m[2], int(m[3])) for m in line.finditer(self.log.read_text(errors="replace"))]
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -253,10 +261,10 @@ class RunningRegistry:
         self.stop()
 
 
-def _config(port: int, storage: Path, auth: dict[str, Any] | None) -> str:
+def _config(port: int, storage: Path, auth: dict[str, Any] | None, access_log: bool) -> str:
     config: dict[str, Any] = {
         "version": 0.1,
-        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "log": {"level": "warn", "accesslog": {"disabled": not access_log}},
         "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
         "http": {"addr": f"127.0.0.1:{port}", "secret": "rl-test-secret"},
     }
@@ -274,9 +282,11 @@ def start_registry(
     password: str = "s3cret-pass",
     token_expires_in: int = 300,
     anonymous_pull: bool = False,
+    access_log: bool = False,
     timeout: float = 15.0,
 ) -> RunningRegistry:
-    """Start docker-registry on a free 127.0.0.1 port and wait until /v2/ answers."""
+    """Start docker-registry on a free 127.0.0.1 port and wait until /v2/ answers.
+    access_log: the registry logs every request (RunningRegistry.requests reads them)."""
     binary = require_registry()
     tmpdir = Path(tmpdir)
     tmpdir.mkdir(parents=True, exist_ok=True)
@@ -316,7 +326,7 @@ def start_registry(
 
     port = free_port()
     config = tmpdir / "config.yml"
-    config.write_text(_config(port, storage, auth_config))
+    config.write_text(_config(port, storage, auth_config, access_log))
     log = tmpdir / "registry.log"
     with open(log, "wb") as log_file:
         process = subprocess.Popen(

@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "rootless.cli.doctor_cmds",
     "rootless.cli.container_cmds",
     "rootless.cli.network_cmds",
+    "rootless.cli.build_cmds",
 ]
 
 

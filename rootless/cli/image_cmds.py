@@ -290,7 +290,10 @@ def save_cmd(image: str, output: str | None, fmt: str) -> None:
 
     if not output:
         raise UsageError("rl save needs -o FILE", "rl save -o alpine.tar alpine")
+    from rootless.build.blobs import ensure_blobs
+
     store = _store()
+    ensure_blobs(store, store.paths, image)  # an image rl built may have no blobs yet
     found = store.lookup(image)
     if not found:
         raise ImageError(f"{image}: image not known")

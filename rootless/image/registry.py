@@ -485,6 +485,20 @@ class RegistryClient:
         suffix += f": {detail}" if detail else ""
         return RegistryError(f"{what}: registry {self.registry} answered HTTP {status}{suffix}")
 
+    # for rootless.image.push, which holds the upload protocol ----------------------------------
+    def request(self, method: str, path_or_url: str, *, repository: str, what: str,
+                headers: dict[str, str] | None = None, content: Content = None,
+                push: bool = True) -> httpx.Response:
+        """An authenticated request with retries (scope: the repository, pull[,push])."""
+        return self._request(method, path_or_url, scope=_scope(repository, push=push), what=what,
+                             headers=headers, content=content)
+
+    def fail(self, response: httpx.Response, what: str) -> RegistryError:
+        return self._fail(response, what)
+
+    def location(self, response: httpx.Response, what: str) -> str:
+        return self._location(response, what)
+
     # API -------------------------------------------------------------------------------------
     def ping(self) -> None:
         """GET /v2/ with authentication: succeeds when the registry accepts rl's credentials."""
@@ -625,12 +639,10 @@ class RegistryClient:
             scope=_scope(repository, push=True),
             what=what,
         )
-        response.close()
-        if response.status_code == 200:
-            return True
-        if response.status_code == 404:
-            return False
-        raise self._fail(response, what)
+        if response.status_code in (200, 404):
+            response.close()
+            return response.status_code == 200
+        raise self._fail(response, what)  # (it reads the answer, so it must still be open)
 
     def push_blob(self, repository: str, data_or_path: bytes | Path, digest: str) -> None:
         """Upload a blob unless the registry has it: one PUT for bytes, PATCH chunks for a file."""

@@ -76,6 +76,7 @@ def _bulk_sha256() -> Any:
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 STALE_SECONDS = 3600
+CACHE_DIR = "build-cache"
 LINK_PREFIX = "l"
 _COPY_CHUNK = 1 << 20
 
@@ -624,6 +625,35 @@ class Store:
             for notice in result.notices:
                 notify(f"layer {layer.diff_id[7:19]}: {notice}")
 
+    def add_layer(self, diff_id: str, tree: str, size: int) -> bool:
+        """Move a layer tree written in overlay's format (rl build's upper directory) into
+        place as diff_id; when the layer is there already, the tree is removed instead.
+        Run as root in the user namespace (the tree holds files of subordinate ids).
+        Returns True when this call added it."""
+        from rootless.image.unpack import remove_tree
+
+        hexd = digest_hex(diff_id)
+        final = self.paths.layers / hexd
+        with self.layer_lock(diff_id):
+            added = not final.is_dir()
+            if added:
+                os.rename(tree, final)
+                _write_json(self.paths.layers / f"{hexd}.json", {"size": size})
+            else:
+                remove_tree(tree)
+            self._ensure_link(hexd)
+        return added
+
+    def adopt_blob(self, tmp: str, digest: str) -> None:
+        """Rename a complete, already hashed file (on the store's filesystem) into place."""
+        with self.blob_lock(digest):
+            final = self.blob_path(digest)
+            if final.is_file():
+                os.unlink(tmp)
+                return
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, final)
+
     def _ensure_link(self, hexd: str) -> None:
         link = self.paths.layers / LINK_PREFIX / link_id(hexd)
         target = f"../{hexd}"
@@ -722,6 +752,12 @@ class Store:
         )
         with self._lock("images"):
             index = self._read_index()
+            known = os.path.exists(self._record_path(manifest_digest))
+            if known and all(index.get(name) == manifest_digest for name in names):
+                # recorded already under these names (a rebuild that changed nothing):
+                # nothing to write, and no fsync
+                record.names = self._names_by_manifest(index).get(manifest_digest, [])
+                return record
             for name in names:
                 index[name] = manifest_digest
             record.names = self._names_by_manifest(index).get(manifest_digest, [])
@@ -856,14 +892,30 @@ class Store:
                 self._guard(f"recording image {image.manifest_digest}", _write_json,
                             self._record_path(image.manifest_digest), data)
 
+    def forget_image(self, manifest_digest: str) -> None:
+        """Drop an image record no name points at any more (its blobs go with a prune)."""
+        with self._lock("images"):
+            if manifest_digest not in self._read_index().values():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._record_path(manifest_digest))
+
+    def untag(self, image: LocalImage, names: list[str]) -> None:
+        """Remove names from an image; the image stays (dangling when it has none left)."""
+        self._untag(image, names)
+
     def tag(self, image: LocalImage, name: str) -> None:
         with self._lock("images"):
             index = self._read_index()
             index[name] = image.manifest_digest
             self._write_index(index)
 
-    def prune(self, in_use: Callable[[str], bool] = lambda _id: False) -> PruneResult:
-        """Remove dangling images no container uses, then unreferenced layers and blobs."""
+    def prune(self, in_use: Callable[[str], bool] = lambda _id: False,
+              build_cache: str = "unused") -> PruneResult:
+        """Remove dangling images no container uses, then unreferenced layers and blobs.
+
+        build_cache: "unused" drops rl build's cache records whose layer no remaining image
+        holds (as podman's prune takes dangling intermediate images), "all" drops every
+        record (`rl builder prune`), "keep" none."""
         result = PruneResult()
         with self._gc_lock():
             for image in self.list_images():
@@ -871,13 +923,59 @@ class Store:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(self._record_path(image.manifest_digest))
                     result.images.append(image.id)
+            if build_cache != "keep":
+                keep = None
+                if build_cache == "unused":
+                    keep = {d for image in self.list_images() for d in image.diff_ids}
+                self.drop_cache(keep)
             self._collect(result)
         return result
 
+    # -- rl build's cache records (written by rootless.build.cache) -------------------------
+    @property
+    def cache_dir(self) -> str:
+        return os.path.join(self.paths.data_dir, CACHE_DIR)
+
+    def cache_records(self) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        try:
+            names = sorted(os.listdir(self.cache_dir))
+        except FileNotFoundError:
+            return []
+        for name in names:
+            if not name.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(self.cache_dir, name)) as f:
+                    record = json.load(f)
+            except (FileNotFoundError, ValueError):
+                continue
+            if isinstance(record, dict):
+                out.append((name[:-5], record))
+        return out
+
+    def drop_cache(self, keep_diff_ids: set[str] | None = None) -> int:
+        """Remove every cache record, or those whose layer is not in keep_diff_ids."""
+        removed = 0
+        for key, record in self.cache_records():
+            if keep_diff_ids is not None and record.get("diff_id") in keep_diff_ids:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.cache_dir, f"{key}.json"))
+                removed += 1
+        return removed
+
     def _collect(self, result: PruneResult) -> None:
         """Remove layers and blobs no image record refers to. Caller holds the gc lock."""
+        # layers and blobs rl build's cache records still point at (rootless.build.cache)
         keep_layers: set[str] = set()
         keep_blobs: set[str] = set()
+        for _, record in self.cache_records():
+            if _DIGEST.fullmatch(str(record.get("diff_id"))):
+                keep_layers.add(digest_hex(record["diff_id"]))
+            if isinstance(record.get("layer"), dict) and _DIGEST.fullmatch(
+                    str(record["layer"].get("digest"))):
+                keep_blobs.add(digest_hex(record["layer"]["digest"]))
         for image in self.list_images():
             keep_layers.update(digest_hex(d) for d in image.diff_ids)
             keep_blobs.add(digest_hex(image.manifest_digest))

@@ -34,6 +34,7 @@ from rootless.primitives.channel import Channel, error_message
 from rootless.primitives.mounts import MountFailure, MountOp, apply_plan, remount_bind
 from rootless.runtime.flatten import flatten_layers
 from rootless.runtime.proc import FORWARDED, close_fds_except
+from rootless.runtime.rootfs import overlay_lowers
 from rootless.runtime.users import add_keep_id_entries, resolve_user
 
 # typing is imported for annotations only: importing it costs ~4 ms of `rl run`'s start-up.
@@ -240,7 +241,7 @@ def mount_fuse_overlayfs(data: dict[str, Any], merged: str) -> bool:
     # Paths relative to the layer store (the caller's working directory here): the daemon's
     # command line is visible in the container's `ps`, and need not show the host's paths.
     here = data["chdir"]
-    lowers = ":".join(os.path.relpath(os.path.join(here, d), here) for d in reversed(data["lowers"]))
+    lowers = ":".join(os.path.relpath(os.path.join(here, d), here) for d in overlay_lowers(data["lowers"]))
     upper, work = os.path.relpath(data["upper"], here), os.path.relpath(data["work"], here)
     merged = os.path.relpath(merged, here)
     options = f"lowerdir={lowers},upperdir={upper},workdir={work}"

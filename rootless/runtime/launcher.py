@@ -103,7 +103,8 @@ class Prepared:
                  # this process or its monitor owns the container; the signal queue
                  # (rootless.runtime.interrupt); objects whose fileno() the wait loop watches
                  # and whose fire(session) it calls when readable (the -d logger); record:
-                 # False when the container is no container of rl's own state (an OCI bundle)
+                 # False when the container is no container of rl's own state (an OCI bundle,
+                 # a build step)
                  "paths", "notify", "owner_fd", "signals", "watchers", "record",
                  # namespaces to join instead of create (an OCI bundle's linux.namespaces
                  # paths): userns_fd first, then each (CLONE_NEW* flag, fd) of ns_join;
@@ -125,7 +126,11 @@ def run(spec: RunSpec, paths: Paths, existing: str | None = None) -> int:
     log = Log(spec.log_level)
     if log.enabled:
         import traceback  # noqa: F401  (PID 1 prints tracebacks at debug level, after pivot_root)
-    prepared = prepare(spec, paths, log, existing)
+    return launch(prepare(spec, paths, log, existing), paths, log)
+
+
+def launch(prepared: Prepared, paths: Paths, log: Log) -> int:
+    """Start a planned container, wait for it and clean up; returns the exit status."""
     code: int | None = None
     try:
         code = start_and_wait(prepared, paths, log)
@@ -134,12 +139,17 @@ def run(spec: RunSpec, paths: Paths, existing: str | None = None) -> int:
         cleanup(prepared, log, code)
 
 
-def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) -> Prepared:
+def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None, *,
+            source: Any = None, dirs: ContainerDirs | None = None,
+            record: bool = True) -> Prepared:
     """Plan a run. `existing` is the id of a stopped container to start again (`rl start`,
-    --restart): its storage, name and config are kept."""
+    --restart): its storage, name and config are kept. A build step (rl build's RUN) gives
+    its own rootfs `source` (layers) and storage `dirs`, created by the caller, and
+    `record=False`: no runtime record, name or config.json, and its upper directory stays."""
     from rootless.runtime import rootfs as rootfs_mod
 
-    source = rootfs_mod.resolve(spec, paths, log)
+    if source is None:
+        source = rootfs_mod.resolve(spec, paths, log)
     command = source.command
     if not command:
         raise UsageError("no command specified", hint="give a command after the image, e.g. 'rl run IMAGE sh'")
@@ -153,18 +163,21 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
 
     cid = existing or new_container_id()
     hostname = spec.hostname or cid[:12]
-    dirs = ContainerDirs(os.path.join(paths.containers_dir, cid))
+    own_dirs = dirs is None
+    if dirs is None:
+        dirs = ContainerDirs(os.path.join(paths.containers_dir, cid))
     owner_fd = None
     # A signal here raises Interrupted (rootless.runtime.interrupt) and the `except` below
     # cleans up; where a step and the variable that records it must not be torn apart, the
     # signal waits (defer ... unblock) and raises right after.
     try:
-        if existing is None:
+        if existing is None and record:
             # The runtime record first, with its lock held: from here on, whatever a kill
             # leaves is findable (rootless.runtime.state, rootless.runtime.sweep).
             defer()
             owner_fd = state.create_record(paths, cid, 3 + (spec.preserve_fds or 0))
             unblock()
+        if existing is None and own_dirs:
             dirs.create()
         from rootless.network import plan_network
 
@@ -247,7 +260,7 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
             mapping_mode=mapping.mode,
             debug=log.enabled,
         )
-        if existing is None:
+        if existing is None and record:
             defer()  # the claimed name is in `spec` before anything may raise
             state.reserve_name(paths, spec.name, cid, spec.cidfile)
             if spec.name is None:
@@ -281,7 +294,7 @@ def prepare(spec: RunSpec, paths: Paths, log: Log, existing: str | None = None) 
     nested = bool(network.join_userns and (spec.userns or spec.uidmaps or spec.gidmaps))
     return Prepared(spec=spec, cid=cid, dirs=dirs, setup=setup, mapping=mapping, helpers=helpers,
                     ns_flags=ns, network=network, image=source, cgroup=cgroup, paths=paths,
-                    owner_fd=owner_fd, watchers=[], record=True, ns_join=[], nested=nested)
+                    owner_fd=owner_fd, watchers=[], record=record, ns_join=[], nested=nested)
 
 
 def resolv_conf(spec: RunSpec, network: Any) -> str:
@@ -897,9 +910,10 @@ def cleanup(p: Prepared, log: Log, exit_code: int | None) -> None:
     p.network.stop(log)
     if p.cgroup is not None:
         p.cgroup.remove()
-    from rootless.runtime import state
+    if p.record:
+        from rootless.runtime import state
 
-    state.record_exited(p, exit_code)
+        state.record_exited(p, exit_code)
     if not p.spec.remove:
         return
     if p.dirs.remove():

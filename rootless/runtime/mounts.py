@@ -87,6 +87,11 @@ def plan_mounts(
             opts = vol.options or DEFAULT_TMPFS_OPTS
             flags = nsd | (k.MS_RDONLY if vol.readonly else 0)
             plan.append(MountOp("mount", vol.destination, "tmpfs", "tmpfs", flags, opts))
+        elif vol.kind == "overlay":
+            # layers of another image or build stage (rl build's RUN --mount=type=bind,from=):
+            # options hold lowerdir=...[,upperdir=,workdir=],userxattr
+            flags = k.MS_NOSUID | k.MS_NODEV | (k.MS_RDONLY if vol.readonly else 0)
+            plan.append(MountOp("mount", vol.destination, "overlay", "overlay", flags, vol.options))
         else:
             flags = k.MS_RDONLY if vol.readonly else 0
             plan.append(MountOp("bind", vol.destination, vol.source, flags=flags | k.MS_NOSUID | k.MS_NODEV))

@@ -27,12 +27,25 @@ class RootfsSource:
             setattr(self, name, kw.get(name))
 
     def mount_data(self, dirs: Any) -> dict[str, Any]:
-        # overlay's lowerdir lists the top layer first.
-        lowers = ":".join(reversed(self.lower_dirs))
+        lowers = ":".join(overlay_lowers(self.lower_dirs))
         options = (f"lowerdir={lowers},upperdir={dirs.upper},workdir={dirs.work},userxattr")
         return {"type": "overlay", "options": options, "chdir": self.chdir or "/",
                 "lowers": list(self.lower_dirs), "flat": os.path.join(dirs.root, "flat"),
                 "upper": dirs.upper, "work": dirs.work}
+
+
+def overlay_lowers(bottom_to_top: list[str]) -> list[str]:
+    """overlay's lowerdir order (the top layer first), each directory once. overlayfs refuses
+    a lower directory given twice (ELOOP), and an image may hold one layer twice (two RUNs
+    that changed nothing). Dropping the lower copy changes nothing: the upper copy shows the
+    same files, whiteouts and opaque directories, above all that the lower one was under."""
+    seen: set[str] = set()
+    out = []
+    for path in reversed(bottom_to_top):
+        if path not in seen:
+            seen.add(path)
+            out.append(path)
+    return out
 
 
 def _check_overlay_path(path: str) -> None:

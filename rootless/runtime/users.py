@@ -75,10 +75,15 @@ def resolve_user(spec: str | None, passwd: str = "/etc/passwd", group: str = "/e
         gid = int(entry[3]) if entry else 0
     home = entry[5] if entry and entry[5] else "/"
     name = entry[0] if entry else None
-    supplementary: list[int] = []
-    if name:
+    # The primary group is always a supplementary group too, as podman, buildah and docker
+    # set it since CVE-2022-2989/2990/36109: otherwise a setgid program sheds it and escapes
+    # a "group may not" permission (mode 0707).
+    # Memberships in /etc/group count only for the implicit form (`user`, not `user:group`),
+    # as in runc's GetExecUser that docker and podman use.
+    supplementary: list[int] = [gid]
+    if name and not group_part:
         for g in groups_db:
-            if len(g) >= 4 and name in g[3].split(",") and g[2].isdigit():
+            if len(g) >= 4 and name in g[3].split(",") and g[2].isdigit() and int(g[2]) != gid:
                 supplementary.append(int(g[2]))
     return ContainerUser(uid, gid, home, supplementary, name)
 

@@ -191,6 +191,12 @@ def test_user_by_name_and_uid(run_bb):
     assert r.stdout.split() == ["4242", "/"], r.stderr
 
 
+def test_primary_group_is_in_the_supplementary_groups(run_bb):
+    # as podman, buildah and docker do since CVE-2022-2989/2990/36109
+    r = run_bb("sh", "-c", "cat /proc/self/status | grep ^Groups:", opts=["-u", "1000:1000"])
+    assert r.stdout.split() == ["Groups:", "1000"], r.stderr
+
+
 def test_stdin_passes_through_with_i(run_bb):
     r = run_bb("cat", opts=["-i"], input="hi\n")
     assert r.stdout == "hi\n"

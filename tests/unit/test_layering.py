@@ -26,6 +26,8 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [
      "cgroups": ("rootless.cgroups",), "security": ("rootless.security",),
      "doctor": ("rootless.doctor",)},
     {"runtime": ("rootless.runtime",)},
+    # The builder is a front end (its RUN steps are launches), used by cli/.
+    {"build": ("rootless.build",)},
     {"frontend": ("rootless.cli", "rootless.main", "rootless.ocimain", "rootless.runspec",
                   "rootless.info")},
 ]

@@ -91,6 +91,14 @@ def test_apply_creates_mount_points_inside_the_root_in_plan_order(tmp_path):
     assert os.path.islink(root / "dev" / "ptmx")
 
 
+def test_overlay_lowers_top_first_each_once() -> None:
+    from rootless.runtime.rootfs import overlay_lowers
+
+    assert overlay_lowers(["a", "b", "c"]) == ["c", "b", "a"]
+    # one layer twice (two RUNs that changed nothing): overlayfs would refuse it (ELOOP)
+    assert overlay_lowers(["a", "e", "e", "b", "a"]) == ["a", "b", "e"]
+
+
 class Refuser(Recorder):
     """A libc whose mount of one target fails with one errno."""
 

@@ -22,12 +22,21 @@ def resolve(spec, etc):
 
 def test_names_uids_and_groups(etc):
     u = resolve("user", etc)
-    assert (u.uid, u.gid, u.home, u.groups) == (1000, 1000, "/home/user", [10])
+    assert (u.uid, u.gid, u.home, u.groups) == (1000, 1000, "/home/user", [1000, 10])
     u = resolve("4242", etc)
     assert (u.uid, u.gid, u.home) == (4242, 0, "/")
     u = resolve("user:wheel", etc)
-    assert (u.uid, u.gid) == (1000, 10)
+    assert (u.uid, u.gid, u.groups) == (1000, 10, [10])
     assert resolve(None, etc).uid == 0
+
+
+def test_the_primary_group_is_a_supplementary_group_too(etc):
+    # CVE-2022-2989 (podman), CVE-2022-2990 (buildah), CVE-2022-36109 (moby): without its
+    # primary group in the list, a process can shed that group (a setgid program) and so
+    # escape a "group may not" permission such as mode 0707.
+    assert resolve("1000:1000", etc).groups == [1000]
+    assert resolve("4242", etc).groups == [0]
+    assert resolve("4242:77", etc).groups == [77]
 
 
 def test_unknown_user_is_126(etc):
